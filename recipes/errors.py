@@ -1,0 +1,21 @@
+"""One-line errors for a user's mistakes, instead of a long traceback."""
+import sys
+
+from absl import app
+
+
+class RecipeError(Exception):
+    """A problem the user can fix: the message says what was wrong and what to do."""
+
+
+def run(main):
+    """`absl.app.run(main)`, printing a `RecipeError` as one line and exiting 1."""
+
+    def guarded_main(argv):
+        try:
+            return main(argv)
+        except RecipeError as e:
+            sys.stdout.flush()
+            sys.exit(f"error: {e}")
+
+    app.run(guarded_main)

@@ -1,0 +1,82 @@
+"""The absl flags every recipe shares, defined once here.
+
+Library code never reads flags: `strategy_from_flags` and `train_config` turn
+them into plain arguments.
+"""
+import os
+
+from absl import flags
+
+import strategies
+from recipes import data
+from recipes.errors import RecipeError
+from recipes.train import TrainConfig
+
+# Where to run.
+flags.DEFINE_enum("strategy", "auto", strategies.NAMES, "Distribution strategy.")
+flags.DEFINE_integer("num_gpus", -1, "GPUs to use: -1 all visible, 0 none.")
+flags.DEFINE_integer(
+    "num_cpu_devices", 1,
+    "Split the host CPU into N logical devices, so that --strategy=mirrored "
+    "runs N real replicas on a CPU-only machine.")
+
+# Input and output.
+flags.DEFINE_string(
+    "model_dir", None,
+    "Where the run writes checkpoints/, logs/, model.keras, saved_model/ and "
+    "metrics.json; a rerun with the same directory resumes. "
+    "Default: runs/<recipe>.")
+flags.DEFINE_string(
+    "data_dir", None,
+    "tensorflow-datasets data directory (local path or gs://bucket/path). "
+    "Default: tensorflow-datasets' own (~/tensorflow_datasets).")
+flags.DEFINE_enum(
+    "data_source", "auto", data.SOURCES,
+    "auto: tensorflow-datasets when the data is prepared or the network is up, "
+    "else the embedded sample; tfds: tensorflow-datasets only; sample: the "
+    "real data embedded in installed packages, no network.")
+
+# Training.
+flags.DEFINE_integer("epochs", 5, "Passes over the training set.")
+flags.DEFINE_integer("train_steps", 0, "Optimizer steps in all; overrides --epochs when > 0.")
+flags.DEFINE_integer("batch_size", 32, "Global batch size, split evenly over the replicas.")
+flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
+flags.DEFINE_integer(
+    "steps_per_loop", 100,
+    "Training steps per tf.function call; more steps keep the host out of the way.")
+flags.DEFINE_bool("jit_compile", True, "XLA-compile the training step (--nojit_compile: off).")
+flags.DEFINE_enum(
+    "mixed_precision", "none", ["none", "mixed_bfloat16"],
+    "Keras mixed-precision policy; losses are always computed in float32.")
+flags.DEFINE_integer("seed", 0, "Seed for weights, shuffling and dropout; the same seed gives the same run.")
+flags.DEFINE_integer(
+    "checkpoint_steps", 0,
+    "Save a checkpoint every N steps; 0: at the end of every epoch.")
+
+FLAGS = flags.FLAGS
+
+
+def strategy_from_flags():
+    """The strategy the flags ask for, or a one-line `RecipeError`."""
+    try:
+        return strategies.get_strategy(
+            FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices
+        )
+    except ValueError as e:
+        raise RecipeError(e) from None
+
+
+def train_config(recipe):
+    """A `TrainConfig` from the shared flags; `recipe` names the default model_dir."""
+    return TrainConfig(
+        model_dir=FLAGS.model_dir or os.path.join("runs", recipe),
+        epochs=FLAGS.epochs,
+        train_steps=FLAGS.train_steps,
+        batch_size=FLAGS.batch_size,
+        learning_rate=FLAGS.learning_rate,
+        steps_per_loop=FLAGS.steps_per_loop,
+        jit_compile=FLAGS.jit_compile,
+        mixed_precision=FLAGS.mixed_precision,
+        seed=FLAGS.seed,
+        checkpoint_steps=FLAGS.checkpoint_steps,
+    )

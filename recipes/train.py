@@ -1,0 +1,302 @@
+"""The training machinery every recipe shares: a custom `tf.GradientTape` loop
+that runs unchanged under any `tf.distribute` strategy.
+
+Flow: `set_up_run` (seeds, precision) -> the recipe builds model and optimizer
+under `strategy.scope()` -> `train_and_evaluate` (resume, train, checkpoint,
+evaluate, write artifacts).
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from recipes import data as data_lib
+from recipes.errors import RecipeError
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """How to train; every field has a shared flag of the same name."""
+
+    model_dir: str
+    epochs: int = 5
+    train_steps: int = 0  # Overrides epochs when > 0.
+    batch_size: int = 32  # Global, over all replicas.
+    learning_rate: float = 1e-3
+    steps_per_loop: int = 100
+    jit_compile: bool = True
+    mixed_precision: str = "none"
+    seed: int = 0
+    checkpoint_steps: int = 0  # 0: at the end of every epoch.
+
+
+def set_up_run(config):
+    """Seeds Python, NumPy and TensorFlow, and sets the Keras precision policy.
+
+    Call it after creating the strategy and before building the model.
+    """
+    for name in ("epochs", "batch_size", "steps_per_loop"):
+        if getattr(config, name) < 1:
+            raise RecipeError(f"--{name} must be at least 1; received {getattr(config, name)}")
+    for name in ("train_steps", "checkpoint_steps"):
+        if getattr(config, name) < 0:
+            raise RecipeError(f"--{name} must be 0 or more; received {getattr(config, name)}")
+    keras.utils.set_random_seed(config.seed)
+    policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _xla_can_update_variables(strategy):
+    """Whether the optimizer update may sit inside the XLA-compiled step.
+
+    Under MirroredStrategy a replica updates mirrored variables through
+    merge_call, which TF can leave out of XLA clusters only when every device is
+    a GPU. Elsewhere just the forward and backward passes are compiled.
+    """
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return all("GPU" in device.upper() for device in strategy.extended.worker_devices)
+    return True
+
+
+class Trainer:
+    """Compiled training and evaluation loops for one model under one strategy.
+
+    Args:
+      strategy: the `tf.distribute.Strategy` the model was built under.
+      model: a Keras model created under `strategy.scope()`.
+      optimizer: a Keras optimizer created under `strategy.scope()`.
+      loss_fn: `(y_true, y_pred) -> per-example loss [batch]`.
+      metrics_fn: `() -> list of keras.metrics.Metric`, updated with
+        `(y_true, y_pred, sample_weight)`.
+      global_batch_size: examples per step over all replicas.
+      jit_compile: XLA-compile the step.
+    """
+
+    def __init__(self, strategy, model, optimizer, loss_fn, metrics_fn, global_batch_size,
+                 jit_compile=True):
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.global_batch_size = global_batch_size
+        with strategy.scope():
+            # Keras 3 cannot create optimizer variables inside strategy.run
+            # (keras-team/keras#23085), so build them here, before the first trace.
+            optimizer.build(model.trainable_variables)
+            self.train_loss = keras.metrics.Mean("loss")
+            self.train_metrics = metrics_fn()
+            self.eval_loss = keras.metrics.Mean("loss")
+            self.eval_metrics = metrics_fn()
+
+        self._update = self._update_fn
+        if jit_compile and _xla_can_update_variables(strategy):
+            self._update = tf.function(self._update_fn, jit_compile=True)
+        elif jit_compile:
+            self._gradients = tf.function(self._gradients, jit_compile=True)
+        self.train_loop = tf.function(self._train_loop)
+        self._eval_loop = tf.function(self._eval_loop)
+
+    # One replica's step.
+    def _gradients(self, x, y):
+        with tf.GradientTape() as tape:
+            predictions = tf.cast(self.model(x, training=True), tf.float32)
+            per_example_loss = self.loss_fn(y, predictions)
+            # Each replica sees 1/N of the global batch and the replicas' gradients
+            # are summed, so dividing by the *global* batch size makes that sum the
+            # gradient of the mean loss over the whole batch, whatever N is.
+            loss = tf.nn.compute_average_loss(
+                per_example_loss, global_batch_size=self.global_batch_size)
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+        gradients = tape.gradient(loss, self.model.trainable_variables)
+        return gradients, per_example_loss, predictions
+
+    def _update_fn(self, x, y):
+        gradients, per_example_loss, predictions = self._gradients(x, y)
+        # Keras' optimizer all-reduces (sums) the gradients over replicas here.
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        return per_example_loss, predictions
+
+    def _train_step(self, x, y):
+        per_example_loss, predictions = self._update(x, y)
+        self.train_loss.update_state(per_example_loss)
+        for metric in self.train_metrics:
+            metric.update_state(y, predictions)
+
+    def _train_loop(self, iterator, num_steps):
+        # Many steps per call, so the Python host is not the bottleneck.
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._train_step, args=next(iterator))
+
+    def _eval_step(self, x, y, weight):
+        predictions = tf.cast(self.model(x, training=False), tf.float32)
+        self.eval_loss.update_state(self.loss_fn(y, predictions), sample_weight=weight)
+        for metric in self.eval_metrics:
+            metric.update_state(y, predictions, sample_weight=weight)
+
+    def _eval_loop(self, iterator, num_steps):
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._eval_step, args=next(iterator))
+
+    def train_results(self):
+        return _results(self.train_loss, self.train_metrics)
+
+    def reset_train_metrics(self):
+        for metric in [self.train_loss] + self.train_metrics:
+            metric.reset_state()
+
+    def evaluate(self, dataset, steps):
+        """Metrics over a dataset from `data.eval_dataset`, summed over replicas."""
+        for metric in [self.eval_loss] + self.eval_metrics:
+            metric.reset_state()
+        self._eval_loop(iter(dataset), tf.constant(steps))
+        return _results(self.eval_loss, self.eval_metrics)
+
+
+def _results(loss, metrics):
+    # Keras metric variables are SUM-on-read: reading them here adds up the replicas.
+    return {m.name: float(m.result()) for m in [loss] + metrics}
+
+
+def _restore(checkpoint, manager, model_dir):
+    """Restores the latest checkpoint, if any; a checkpoint that does not fit is an error."""
+    path = manager.latest_checkpoint
+    if not path:
+        return
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
+        reason = str(e).strip().splitlines()[0][:200]
+        raise RecipeError(
+            f"--model_dir={model_dir} holds a checkpoint ({path}) that does not fit this "
+            f"model or cannot be read ({reason}); pass a new --model_dir, or delete "
+            "that directory to start over") from None
+
+
+def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
+                       preprocess, recipe):
+    """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
+
+    Resumes from the latest checkpoint in `config.model_dir`. Writes there:
+    checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json.
+
+    Returns the dict written to metrics.json.
+    """
+    start_time = time.time()
+    model_dir = config.model_dir
+    batch_size = config.batch_size
+    num_replicas = strategy.num_replicas_in_sync
+    data_lib.check_batch_size(batch_size, num_replicas)
+    steps_per_epoch = len(data.x_train) // batch_size
+    if steps_per_epoch < 1:
+        raise RecipeError(f"--batch_size={batch_size} is larger than the "
+                          f"{len(data.x_train)} training examples; pass a smaller one")
+    total_steps = config.train_steps or config.epochs * steps_per_epoch
+    checkpoint_steps = config.checkpoint_steps or steps_per_epoch
+
+    # Model, optimizer and step.
+    trainer = Trainer(strategy, model, optimizer, loss_fn, metrics_fn, batch_size,
+                      config.jit_compile)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=3,
+        step_counter=optimizer.iterations)
+    _restore(checkpoint, manager, model_dir)
+    start_step = int(optimizer.iterations.numpy())
+    if start_step:
+        print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
+              "delete the directory or pass another --model_dir to start over.")
+
+    # Input.
+    print(f"Data: {data.describe()}.")
+    print(f"Strategy: {type(strategy).__name__} with {num_replicas} replica(s); global batch "
+          f"{batch_size} ({batch_size // num_replicas} per replica); {total_steps} steps of "
+          f"{steps_per_epoch} per epoch.")
+    train_ds = data_lib.train_dataset(strategy, data.x_train, data.y_train, batch_size,
+                                      preprocess=preprocess, seed=config.seed,
+                                      start_step=start_step)
+    iterator = iter(train_ds)
+    train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+
+    # Loop.
+    step, loop_times = start_step, []
+    progbar = None
+    while step < total_steps:
+        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        if progbar is None:
+            print(f"Epoch {epoch + 1}/{math.ceil(total_steps / steps_per_epoch)}")
+            progbar = keras.utils.Progbar(min(steps_per_epoch, total_steps - epoch * steps_per_epoch))
+            progbar.update(step_in_epoch)
+        num_steps = min(config.steps_per_loop, steps_per_epoch - step_in_epoch,
+                        total_steps - step, checkpoint_steps - step % checkpoint_steps)
+        tick = time.perf_counter()
+        trainer.train_loop(iterator, tf.constant(num_steps))
+        results = trainer.train_results()  # Reading the metrics waits for the steps.
+        loop_times.append((num_steps, time.perf_counter() - tick))
+        step += num_steps
+        if not math.isfinite(results["loss"]):
+            kept = manager.latest_checkpoint or "none was written"
+            raise RecipeError(
+                f"the training loss became {results['loss']} by step {step}; stopped without "
+                f"saving, the last good checkpoint is kept ({kept}); lower --learning_rate "
+                "or check the input data")
+        progbar.update(step - epoch * steps_per_epoch, list(results.items()))
+        with train_writer.as_default(step=step):
+            for name, value in results.items():
+                tf.summary.scalar(name, value)
+            tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+            tf.summary.scalar("examples_per_second", num_steps * batch_size / loop_times[-1][1])
+        if step % checkpoint_steps == 0 or step == total_steps:
+            manager.save(checkpoint_number=step)
+        if step % steps_per_epoch == 0:
+            trainer.reset_train_metrics()
+            progbar = None
+
+    # Evaluation.
+    test_ds, test_steps = data_lib.eval_dataset(strategy, data.x_test, data.y_test, batch_size,
+                                                preprocess=preprocess)
+    test = trainer.evaluate(test_ds, test_steps)
+    with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default(step=step):
+        for name, value in test.items():
+            tf.summary.scalar(name, value)
+
+    # Artifacts.
+    metrics = {
+        "recipe": recipe,
+        **{f"test_{name}": value for name, value in test.items()},
+        "steps": step,
+        "steps_this_run": step - start_step,
+        "examples_per_second": _steady_state_rate(loop_times, batch_size),
+        "global_batch_size": batch_size,
+        "strategy": type(strategy).__name__,
+        "num_replicas": num_replicas,
+        "data_source": data.source,
+        "num_train_examples": len(data.x_train),
+        "num_test_examples": len(data.x_test),
+        "wall_seconds": round(time.time() - start_time, 2),
+        "tensorflow_version": tf.__version__,
+    }
+    _write_artifacts(model, model_dir, metrics)
+    print(f"Test: {', '.join(f'{k}={v:.4f}' for k, v in test.items())}; "
+          f"{metrics['examples_per_second'] or 0:,.0f} examples/s; wrote {model_dir}")
+    return metrics
+
+
+def _steady_state_rate(loop_times, batch_size):
+    """Examples per second, leaving out the first loop (tracing and compilation)."""
+    steady = loop_times[1:] or loop_times
+    seconds = sum(t for _, t in steady)
+    return round(sum(n for n, _ in steady) * batch_size / seconds, 1) if seconds else None
+
+
+def _write_artifacts(model, model_dir, metrics):
+    model.save(os.path.join(model_dir, "model.keras"))
+    model.export(os.path.join(model_dir, "saved_model"), verbose=False)
+    with open(os.path.join(model_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)

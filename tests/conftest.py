@@ -1,0 +1,47 @@
+"""Shared test set-up: offline, and the host CPU split into 2 logical devices.
+
+The split must happen before TensorFlow initializes, so it runs at import,
+before any test module builds a tensor.
+"""
+import os
+import subprocess
+import sys
+
+# Tests never touch the network: the data code treats it as down.
+os.environ["RECIPES_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+
+import strategies  # noqa: E402
+
+NUM_CPU_DEVICES = 2
+strategies.configure_cpu_devices(NUM_CPU_DEVICES)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from recipes import data
+    return data.load_mnist("sample")
+
+
+@pytest.fixture(params=["default", "mirrored"])
+def strategy(request):
+    """The default strategy, and MirroredStrategy over 2 logical CPUs."""
+    return strategies.get_strategy(request.param, num_cpu_devices=NUM_CPU_DEVICES)
+
+
+def run_module(module, *args, timeout=300):
+    """Runs `python -m module args` in a fresh process from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+        timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def run_python(code, timeout=300):
+    """Runs Python `code` in a fresh process; returns its stripped stdout."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip()
