@@ -15,7 +15,7 @@ def run(main):
         try:
             return main(argv)
         except RecipeError as e:
-            sys.stdout.flush()
+            print(flush=True)  # End a progress bar's line.
             sys.exit(f"error: {e}")
 
     app.run(guarded_main)

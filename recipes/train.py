@@ -169,9 +169,13 @@ def _restore(checkpoint, manager, model_dir):
     path = manager.latest_checkpoint
     if not path:
         return
+    status = None
     try:
-        checkpoint.restore(path).assert_existing_objects_matched()
+        status = checkpoint.restore(path)
+        status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as e:
+        if status is not None:
+            status.expect_partial()  # No warnings at exit about the values left unused.
         reason = str(e).strip().splitlines()[0][:200]
         raise RecipeError(
             f"--model_dir={model_dir} holds a checkpoint ({path}) that does not fit this "
@@ -250,7 +254,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
         with train_writer.as_default(step=step):
             for name, value in results.items():
                 tf.summary.scalar(name, value)
-            tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+            tf.summary.scalar("learning_rate", float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
             tf.summary.scalar("examples_per_second", num_steps * batch_size / loop_times[-1][1])
         if step % checkpoint_steps == 0 or step == total_steps:
             manager.save(checkpoint_number=step)
