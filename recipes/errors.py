@@ -1,4 +1,5 @@
 """One-line errors for a user's mistakes, instead of a long traceback."""
+import logging
 import sys
 
 from absl import app
@@ -15,6 +16,9 @@ def run(main):
         try:
             return main(argv)
         except RecipeError as e:
+            # TensorFlow may still warn while the process tears down (say, about a
+            # checkpoint it could not restore); keep the error the last line.
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)
             print(flush=True)  # End a progress bar's line.
             sys.exit(f"error: {e}")
 

@@ -94,3 +94,12 @@ def test_checkpoint_of_a_different_model_is_a_clear_error(tmp_path, mnist):
             config, tf.distribute.get_strategy(), other, keras.optimizers.Adam(), mnist,
             loss_fn=keras.losses.sparse_categorical_crossentropy, metrics_fn=list,
             preprocess=float, recipe="test")
+
+
+def test_unreadable_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, mnist):
+    _run(tmp_path, mnist, train_steps=2)
+    (data_file,) = (tmp_path / "checkpoints").glob("ckpt-2.data-*")
+    data_file.write_bytes(b"not a checkpoint")
+    with pytest.raises(RecipeError, match="cannot be read"):
+        _run(tmp_path, mnist, train_steps=4)
+    assert data_file.read_bytes() == b"not a checkpoint"
