@@ -257,6 +257,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
         if step % steps_per_epoch == 0:
             trainer.reset_train_metrics()
             progbar = None
+    train_writer.flush()
 
     # Evaluation.
     test_ds, test_steps = data_lib.eval_dataset(strategy, data.x_test, data.y_test, batch_size,

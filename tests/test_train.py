@@ -38,6 +38,13 @@ def test_replicas_end_with_the_single_device_weights(tmp_path, mnist, strategy):
     assert _max_abs_diff(_weights(tmp_path / strategy), _weights(tmp_path / "default")) < 1e-4
 
 
+def test_seed_makes_a_run_reproducible(tmp_path, mnist):
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        _run(tmp_path / name, mnist, train_steps=5, seed=seed)
+    assert _max_abs_diff(_weights(tmp_path / "a"), _weights(tmp_path / "b")) == 0
+    assert _max_abs_diff(_weights(tmp_path / "a"), _weights(tmp_path / "c")) > 1e-3
+
+
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path, mnist):
     _run(tmp_path / "straight", mnist, train_steps=20, checkpoint_steps=5)
     first = _run(tmp_path / "resumed", mnist, train_steps=10, checkpoint_steps=5)
