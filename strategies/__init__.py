@@ -92,3 +92,14 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1):
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else cpus[0])
     return tf.distribute.MirroredStrategy(devices=gpus or cpus)
+
+
+def name_of(strategy):
+    """The `get_strategy` name of a strategy object, e.g. "mirrored"."""
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return "mirrored"
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return "one_device"
+    if strategy is tf.distribute.get_strategy():
+        return "default"
+    return type(strategy).__name__

@@ -40,3 +40,8 @@ def test_more_cpu_devices_than_configured_after_start_up_is_a_clear_error():
 def test_more_gpus_than_visible_is_a_clear_error():
     with pytest.raises(ValueError, match="GPU"):
         strategies.get_strategy("mirrored", num_gpus=len(tf.config.list_logical_devices("GPU")) + 1)
+
+
+@pytest.mark.parametrize("name", ["default", "one_device", "mirrored"])
+def test_name_of_gives_back_the_name(name):
+    assert strategies.name_of(strategies.get_strategy(name, num_cpu_devices=2)) == name

@@ -34,6 +34,7 @@ def test_replicas_end_with_the_single_device_weights(tmp_path, mnist, strategy):
     reference = _run(tmp_path / "default", mnist, train_steps=20)
     other = _run(tmp_path / strategy, mnist, strategy=strategy, train_steps=20)
     assert other["num_replicas"] == (2 if strategy == "mirrored" else 1)
+    assert (other["strategy"], reference["strategy"]) == (strategy, "default")
     assert other["steps"] == reference["steps"] == 20
     assert _max_abs_diff(_weights(tmp_path / strategy), _weights(tmp_path / "default")) < 1e-4
 
