@@ -1,12 +1,18 @@
 """The recipe as a user runs it: `python -m recipes.mnist`, in fresh processes."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
 import models
-from tests.conftest import run_module, run_python
+from tests.conftest import REPO, run_module, run_python
 
 
 def _assert_one_line_error(done, *fragments):
@@ -83,3 +89,31 @@ def test_nan_loss(tmp_path):
                       "--train_steps=50", "--steps_per_loop=10")
     _assert_one_line_error(done, "training loss became nan", "lower --learning_rate")
     assert not (tmp_path / "model.keras").exists()
+
+
+@pytest.mark.slow
+def test_run_killed_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_path):
+    args = ["--train_steps=1000", "--checkpoint_steps=20", "--steps_per_loop=10",
+            "--batch_size=64", "--seed=5"]
+    straight = run_module("recipes.mnist", f"--model_dir={tmp_path / 'straight'}", *args)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "recipes.mnist", f"--model_dir={killed_dir}", *args],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed_dir / "checkpoints" / "checkpoint").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "metrics.json").exists()  # It really stopped mid-run.
+
+    resumed = run_module("recipes.mnist", f"--model_dir={killed_dir}", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from step" in resumed.stdout
+    metrics = json.load(open(killed_dir / "metrics.json"))
+    assert metrics["steps"] == 1000 and 0 < metrics["steps_this_run"] < 1000
+    straight_weights = keras.models.load_model(tmp_path / "straight" / "model.keras").get_weights()
+    resumed_weights = keras.models.load_model(killed_dir / "model.keras").get_weights()
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(straight_weights, resumed_weights)) < 1e-5
