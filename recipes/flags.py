@@ -19,6 +19,11 @@ flags.DEFINE_integer(
     "num_cpu_devices", 1,
     "Split the host CPU into N logical devices, so that --strategy=mirrored "
     "runs N real replicas on a CPU-only machine.")
+flags.DEFINE_string(
+    "worker_hosts", None,
+    "--strategy=multi_worker: every worker's host:port, comma-separated, the "
+    "same list and order on every worker; used when TF_CONFIG is not set.")
+flags.DEFINE_integer("task_index", -1, "--strategy=multi_worker: this worker's index in --worker_hosts.")
 
 # Input and output.
 flags.DEFINE_string(
@@ -60,8 +65,8 @@ def strategy_from_flags():
     """The strategy the flags ask for, or a one-line `RecipeError`."""
     try:
         return strategies.get_strategy(
-            FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices
-        )
+            FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices,
+            worker_hosts=FLAGS.worker_hosts, task_index=FLAGS.task_index)
     except ValueError as e:
         raise RecipeError(e) from None
 

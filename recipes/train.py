@@ -9,6 +9,8 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
 from absl import logging
@@ -60,7 +62,8 @@ def _xla_can_update_variables(strategy):
     merge_call, which TF can leave out of XLA clusters only when every device is
     a GPU. Elsewhere just the forward and backward passes are compiled.
     """
-    if isinstance(strategy, tf.distribute.MirroredStrategy):
+    if isinstance(strategy, (tf.distribute.MirroredStrategy,
+                             tf.distribute.MultiWorkerMirroredStrategy)):
         return all("GPU" in device.upper() for device in strategy.extended.worker_devices)
     return True
 
@@ -165,9 +168,9 @@ def _results(loss, metrics):
     return {m.name: float(m.result()) for m in [loss] + metrics}
 
 
-def _restore(checkpoint, manager, model_dir):
+def _restore(checkpoint, model_dir):
     """Restores the latest checkpoint, if any; a checkpoint that does not fit is an error."""
-    path = manager.latest_checkpoint
+    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if not path:
         return
     try:
@@ -186,11 +189,16 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
 
     Resumes from the latest checkpoint in `config.model_dir`. Writes there:
     checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json.
+    In a multi-worker cluster only the chief writes there; the other workers
+    take part in the same saves (they may need collective ops) into a
+    temporary directory that is removed afterwards.
 
     Returns the dict written to metrics.json.
     """
     start_time = time.time()
     model_dir = config.model_dir
+    chief = strategies.is_chief(strategy)
+    write_dir = model_dir if chief else tempfile.mkdtemp(prefix="recipes-worker-")
     batch_size = config.batch_size
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_size(batch_size, num_replicas)
@@ -206,9 +214,9 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
                       config.jit_compile)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(
-        checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=3,
+        checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3,
         step_counter=optimizer.iterations)
-    _restore(checkpoint, manager, model_dir)
+    _restore(checkpoint, model_dir)
     start_step = int(optimizer.iterations.numpy())
     if start_step:
         print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
@@ -223,7 +231,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
                                       preprocess=preprocess, seed=config.seed,
                                       start_step=start_step)
     iterator = iter(train_ds)
-    train_writer = tf.summary.create_file_writer(os.path.join(model_dir, "logs", "train"))
+    train_writer = _summary_writer(chief, model_dir, "train")
 
     # Loop.
     step, loop_times = start_step, []
@@ -264,7 +272,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
     test_ds, test_steps = data_lib.eval_dataset(strategy, data.x_test, data.y_test, batch_size,
                                                 preprocess=preprocess)
     test = trainer.evaluate(test_ds, test_steps)
-    with tf.summary.create_file_writer(os.path.join(model_dir, "logs", "test")).as_default(step=step):
+    with _summary_writer(chief, model_dir, "test").as_default(step=step):
         for name, value in test.items():
             tf.summary.scalar(name, value)
 
@@ -284,9 +292,12 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
         "wall_seconds": round(time.time() - start_time, 2),
         "tensorflow_version": tf.__version__,
     }
-    _write_artifacts(model, model_dir, metrics)
+    _write_artifacts(model, write_dir, metrics)
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
     print(f"Test: {', '.join(f'{k}={v:.4f}' for k, v in test.items())}; "
-          f"{metrics['examples_per_second'] or 0:,.0f} examples/s; wrote {model_dir}")
+          f"{metrics['examples_per_second'] or 0:,.0f} examples/s; "
+          + (f"wrote {model_dir}" if chief else "the chief writes the outputs"))
     return metrics
 
 
@@ -295,6 +306,12 @@ def _steady_state_rate(loop_times, batch_size):
     steady = loop_times[1:] or loop_times
     seconds = sum(t for _, t in steady)
     return round(sum(n for n, _ in steady) * batch_size / seconds, 1) if seconds else None
+
+
+def _summary_writer(chief, model_dir, name):
+    if not chief:
+        return tf.summary.create_noop_writer()
+    return tf.summary.create_file_writer(os.path.join(model_dir, "logs", name))
 
 
 def _write_artifacts(model, model_dir, metrics):

@@ -7,10 +7,13 @@ One small function maps a name to a strategy, in the manner of TF Model
 Garden's `distribute_utils.get_distribution_strategy`. No absl here: the
 recipes turn their flags into these keyword arguments.
 """
+import json
+import os
+
 from absl import logging
 import tensorflow as tf
 
-NAMES = ("auto", "default", "one_device", "mirrored")
+NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 
 
 def configure_cpu_devices(num_cpu_devices):
@@ -37,6 +40,27 @@ def configure_cpu_devices(num_cpu_devices):
         ) from None
 
 
+def configure_cluster(worker_hosts=None, task_index=-1):
+    """Makes sure TF_CONFIG describes the cluster, as Model Garden's `configure_cluster`.
+
+    An existing TF_CONFIG wins; otherwise it is written from `worker_hosts`
+    ("host:port,host:port") and this process's `task_index`.
+    """
+    if os.environ.get("TF_CONFIG"):
+        return
+    hosts = [h for h in (worker_hosts or "").split(",") if h]
+    if not hosts:
+        raise ValueError(
+            "--strategy=multi_worker needs the cluster: set TF_CONFIG, or pass "
+            "--worker_hosts=host:port,host:port and --task_index=i")
+    if not 0 <= task_index < len(hosts):
+        raise ValueError(
+            f"--task_index={task_index} is not a worker of --worker_hosts ({len(hosts)} "
+            f"hosts); pass 0 to {len(hosts) - 1}")
+    os.environ["TF_CONFIG"] = json.dumps(
+        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}})
+
+
 def _gpus(num_gpus):
     """Visible GPU device names, the first `num_gpus` of them (-1: all)."""
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
@@ -50,7 +74,8 @@ def _gpus(num_gpus):
     return gpus[:num_gpus]
 
 
-def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1):
+def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=None,
+                 task_index=-1):
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -62,8 +87,12 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1):
         * `one_device`: OneDeviceStrategy on the first GPU, else the CPU.
         * `mirrored`: synchronous data parallelism over `num_gpus` GPUs, or
           over `num_cpu_devices` logical CPUs when no GPU is used.
+        * `multi_worker`: MultiWorkerMirroredStrategy over the cluster in
+          TF_CONFIG, or in `worker_hosts` and `task_index`.
       num_gpus: GPUs to use; -1 means all visible, 0 means none.
       num_cpu_devices: logical CPU devices to split the host CPU into.
+      worker_hosts: "host:port,..." of every worker, for `multi_worker`.
+      task_index: this worker's index in `worker_hosts`.
 
     Raises:
       ValueError: for an unknown name or a device count that cannot be met.
@@ -73,6 +102,10 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1):
             f"unknown strategy {name!r}; choose one of: {', '.join(NAMES)}"
         )
     configure_cpu_devices(num_cpu_devices)
+    if name == "multi_worker":
+        # Created before anything initializes TensorFlow's runtime, as it must be.
+        configure_cluster(worker_hosts, task_index)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = _gpus(num_gpus)
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:num_cpu_devices]
 
@@ -94,8 +127,22 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1):
     return tf.distribute.MirroredStrategy(devices=gpus or cpus)
 
 
+def is_chief(strategy):
+    """Whether this process writes the run's outputs: the chief, or worker 0
+    when the cluster has no chief, or the only process."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and (
+        "chief" not in resolver.cluster_spec().as_dict())
+
+
 def name_of(strategy):
     """The `get_strategy` name of a strategy object, e.g. "mirrored"."""
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multi_worker"
     if isinstance(strategy, tf.distribute.MirroredStrategy):
         return "mirrored"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):

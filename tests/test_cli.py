@@ -57,7 +57,7 @@ print(json.dumps(out))
 def test_unknown_strategy(tmp_path):
     done = run_module("recipes.mnist", "--strategy=horovod", f"--model_dir={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert "--strategy=horovod: value should be one of <auto|default|one_device|mirrored>" in done.stderr
+    assert "--strategy=horovod: value should be one of <auto|default|one_device|mirrored|multi_worker>" in done.stderr
 
 
 def test_batch_that_replicas_cannot_split(tmp_path):
