@@ -13,9 +13,7 @@ import shutil
 import tempfile
 import time
 
-from absl import logging
 import keras
-import numpy as np
 import tensorflow as tf
 
 import strategies
