@@ -5,11 +5,11 @@ Flow: `set_up_run` (seeds, precision) -> the recipe builds model and optimizer
 under `strategy.scope()` -> `train_and_evaluate` (resume, train, checkpoint,
 evaluate, write artifacts).
 """
+import contextlib
 import dataclasses
 import json
 import math
 import os
-import shutil
 import tempfile
 import time
 
@@ -193,10 +193,19 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
 
     Returns the dict written to metrics.json.
     """
+    chief = strategies.is_chief(strategy)
+    # A worker's temporary directory goes away however the run ends, errors included.
+    with (contextlib.nullcontext(config.model_dir) if chief
+          else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir:
+        return _train_and_evaluate(
+            config, strategy, model, optimizer, data, loss_fn=loss_fn, metrics_fn=metrics_fn,
+            preprocess=preprocess, recipe=recipe, chief=chief, write_dir=write_dir)
+
+
+def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
+                        preprocess, recipe, chief, write_dir):
     start_time = time.time()
     model_dir = config.model_dir
-    chief = strategies.is_chief(strategy)
-    write_dir = model_dir if chief else tempfile.mkdtemp(prefix="recipes-worker-")
     batch_size = config.batch_size
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_size(batch_size, num_replicas)
@@ -291,8 +300,6 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
         "tensorflow_version": tf.__version__,
     }
     _write_artifacts(model, write_dir, metrics)
-    if not chief:
-        shutil.rmtree(write_dir, ignore_errors=True)
     print(f"Test: {', '.join(f'{k}={v:.4f}' for k, v in test.items())}; "
           f"{metrics['examples_per_second'] or 0:,.0f} examples/s; "
           + (f"wrote {model_dir}" if chief else "the chief writes the outputs"))
