@@ -24,6 +24,14 @@ flags.DEFINE_string(
     "--strategy=multi_worker: every worker's host:port, comma-separated, the "
     "same list and order on every worker; used when TF_CONFIG is not set.")
 flags.DEFINE_integer("task_index", -1, "--strategy=multi_worker: this worker's index in --worker_hosts.")
+flags.DEFINE_string(
+    "tpu", None,
+    "--strategy=tpu: local (a TPU VM or Colab TPU runtime), a Cloud TPU name, or "
+    "grpc://host:port. Default: $TPU_NAME if set, else local.")
+flags.DEFINE_enum(
+    "all_reduce_alg", "auto", strategies.ALL_REDUCE_ALGS,
+    "How replicas sum gradients: mirrored takes nccl (GPUs) or hierarchical_copy, "
+    "multi_worker takes ring or nccl (GPUs); auto lets TensorFlow choose.")
 
 # Input and output.
 flags.DEFINE_string(
@@ -47,8 +55,9 @@ flags.DEFINE_integer("train_steps", 0, "Optimizer steps in all; overrides --epoc
 flags.DEFINE_integer("batch_size", 32, "Global batch size, split evenly over the replicas.")
 flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
 flags.DEFINE_integer(
-    "steps_per_loop", 100,
-    "Training steps per tf.function call; more steps keep the host out of the way.")
+    "steps_per_loop", None,
+    "Training steps per tf.function call; more steps keep the host out of the way. "
+    f"Default: {strategies.STEPS_PER_LOOP['tpu']} on a TPU, else {strategies.DEFAULT_STEPS_PER_LOOP}.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the training step (--nojit_compile: off).")
 flags.DEFINE_enum(
     "mixed_precision", "none", ["none", "mixed_bfloat16"],
@@ -66,20 +75,23 @@ def strategy_from_flags():
     try:
         return strategies.get_strategy(
             FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices,
-            worker_hosts=FLAGS.worker_hosts, task_index=FLAGS.task_index)
+            worker_hosts=FLAGS.worker_hosts, task_index=FLAGS.task_index, tpu=FLAGS.tpu,
+            all_reduce_alg=FLAGS.all_reduce_alg)
     except ValueError as e:
         raise RecipeError(e) from None
 
 
-def train_config(recipe):
-    """A `TrainConfig` from the shared flags; `recipe` names the default model_dir."""
+def train_config(recipe, strategy):
+    """A `TrainConfig` from the shared flags; `recipe` names the default model_dir,
+    `strategy` picks the default steps per loop."""
     return TrainConfig(
         model_dir=FLAGS.model_dir or os.path.join("runs", recipe),
         epochs=FLAGS.epochs,
         train_steps=FLAGS.train_steps,
         batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate,
-        steps_per_loop=FLAGS.steps_per_loop,
+        steps_per_loop=(strategies.steps_per_loop(strategy) if FLAGS.steps_per_loop is None
+                        else FLAGS.steps_per_loop),
         jit_compile=FLAGS.jit_compile,
         mixed_precision=FLAGS.mixed_precision,
         seed=FLAGS.seed,

@@ -35,7 +35,7 @@ def run(config, strategy, dataset):
 def main(argv):
     del argv  # Unused.
     strategy = recipe_flags.strategy_from_flags()
-    config = recipe_flags.train_config("mnist")
+    config = recipe_flags.train_config("mnist", strategy)
     dataset = data.load_mnist(FLAGS.data_source, FLAGS.data_dir)
     run(config, strategy, dataset)
 

@@ -10,7 +10,9 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
 
 import keras
@@ -18,7 +20,7 @@ import tensorflow as tf
 
 import strategies
 from recipes import data as data_lib
-from recipes.errors import RecipeError
+from recipes.errors import Preempted, RecipeError
 
 
 @dataclasses.dataclass
@@ -181,6 +183,89 @@ def _restore(checkpoint, model_dir):
             "that directory to start over") from None
 
 
+class _PreemptionWatcher:
+    """Saves a checkpoint and stops the run when the platform announces its end.
+
+    Cloud platforms send SIGTERM before they take a machine away. In a
+    multi-worker cluster, TensorFlow's `PreemptionCheckpointHandler` makes every
+    worker save at the same step when any one of them is signalled. A single
+    process (TPU, GPUs, CPU) needs no agreement, so a SIGTERM handler that
+    stops after the current loop does the same. The rerun resumes from that
+    checkpoint without losing finished steps.
+    """
+
+    def __init__(self, strategy, checkpoint, model_dir, sigterm):
+        self._handler = None
+        self._signalled = sigterm  # A threading.Event, set on SIGTERM.
+        self._step = 0
+        self._worker_dir = None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            _quiet_lost_peer_in_watcher_threads()
+            if not strategies.is_chief(strategy):
+                # Where the handler has this worker write its copy of a preemption
+                # checkpoint; it creates the directory now and removes it only
+                # after such a save, so `close` removes it otherwise.
+                self._worker_dir = os.path.join(
+                    model_dir, f"workertemp_{strategy.cluster_resolver.task_id}")
+            # Every worker reads the chief's checkpoints, so their step counters agree.
+            self._handler = tf.distribute.experimental.PreemptionCheckpointHandler(
+                strategy.cluster_resolver, checkpoint,
+                checkpoint_dir=os.path.join(model_dir, "checkpoints"),
+                termination_config=tf.distribute.experimental.TerminationConfig(
+                    exit_fn=self._stop))
+
+    def check(self, manager, step):
+        """Call after each loop: saves and raises `Preempted` once a stop is announced."""
+        self._step = step
+        if self._handler is not None:
+            self._handler.save_checkpoint_if_preempted(checkpoint_number=step)
+        elif self._signalled.is_set():
+            if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
+                manager.save(checkpoint_number=step)
+            self._stop()
+
+    def close(self):
+        if self._worker_dir and tf.io.gfile.exists(self._worker_dir):
+            tf.io.gfile.rmtree(self._worker_dir)
+
+    def _stop(self):
+        raise Preempted(f"the platform is stopping the run (SIGTERM to this process or to another "
+                        f"worker); saved a checkpoint at step {self._step}. Run the same command "
+                        "again (on every worker, for multi_worker) to resume from it")
+
+
+
+def _quiet_lost_peer_in_watcher_threads():
+    """The handler's peer-watcher thread dies with a long traceback when a peer
+    goes away; the training loop reports that loss in one line, so keep it quiet."""
+    hook = threading.excepthook
+    if getattr(hook, "quiets_lost_peers", False):
+        return
+
+    def excepthook(args):
+        if not (args.thread.name.startswith("PeerTerminationWatcher")
+                and issubclass(args.exc_type, tf.errors.OpError)):
+            hook(args)
+
+    excepthook.quiets_lost_peers = True
+    threading.excepthook = excepthook
+
+
+@contextlib.contextmanager
+def _sigterm_event():
+    """A `threading.Event` that SIGTERM sets while the block runs; the process's
+    previous SIGTERM handler comes back afterwards."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event  # Signal handlers can only be set from the main thread.
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
                        preprocess, recipe):
     """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
@@ -196,14 +281,16 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
     chief = strategies.is_chief(strategy)
     # A worker's temporary directory goes away however the run ends, errors included.
     with (contextlib.nullcontext(config.model_dir) if chief
-          else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir:
+          else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir, \
+            _sigterm_event() as sigterm, contextlib.ExitStack() as stack:
         return _train_and_evaluate(
             config, strategy, model, optimizer, data, loss_fn=loss_fn, metrics_fn=metrics_fn,
-            preprocess=preprocess, recipe=recipe, chief=chief, write_dir=write_dir)
+            preprocess=preprocess, recipe=recipe, chief=chief, write_dir=write_dir,
+            sigterm=sigterm, stack=stack)
 
 
 def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
-                        preprocess, recipe, chief, write_dir):
+                        preprocess, recipe, chief, write_dir, sigterm, stack):
     start_time = time.time()
     model_dir = config.model_dir
     batch_size = config.batch_size
@@ -224,6 +311,8 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3,
         step_counter=optimizer.iterations)
     _restore(checkpoint, model_dir)
+    preemption = stack.enter_context(contextlib.closing(
+        _PreemptionWatcher(strategy, checkpoint, model_dir, sigterm)))
     start_step = int(optimizer.iterations.numpy())
     if start_step:
         print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
@@ -252,8 +341,9 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         num_steps = min(config.steps_per_loop, steps_per_epoch - step_in_epoch,
                         total_steps - step, checkpoint_steps - step % checkpoint_steps)
         tick = time.perf_counter()
-        trainer.train_loop(iterator, tf.constant(num_steps))
-        results = trainer.train_results()  # Reading the metrics waits for the steps.
+        with _lost_worker_is_an_error(strategy, step, model_dir):
+            trainer.train_loop(iterator, tf.constant(num_steps))
+            results = trainer.train_results()  # Reading the metrics waits for the steps.
         loop_times.append((num_steps, time.perf_counter() - tick))
         step += num_steps
         if not math.isfinite(results["loss"]):
@@ -270,6 +360,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
             tf.summary.scalar("examples_per_second", num_steps * batch_size / loop_times[-1][1])
         if step % checkpoint_steps == 0 or step == total_steps:
             manager.save(checkpoint_number=step)
+        preemption.check(manager, step)
         if step % steps_per_epoch == 0:
             trainer.reset_train_metrics()
             progbar = None
@@ -304,6 +395,23 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
           f"{metrics['examples_per_second'] or 0:,.0f} examples/s; "
           + (f"wrote {model_dir}" if chief else "the chief writes the outputs"))
     return metrics
+
+
+@contextlib.contextmanager
+def _lost_worker_is_an_error(strategy, step, model_dir):
+    """Turns a multi-worker collective that fails because a peer is gone into a
+    one-line `RecipeError`; under other strategies errors pass unchanged."""
+    try:
+        yield
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+            tf.errors.CancelledError, tf.errors.AbortedError, tf.errors.InternalError) as e:
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            raise
+        kept = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+        raise RecipeError(
+            f"lost contact with another worker after step {step} ({type(e).__name__}); the last "
+            f"checkpoint is kept ({kept or 'none was written yet'}). Restart every worker with "
+            "the same command to resume from it") from None
 
 
 def _steady_state_rate(loop_times, batch_size):

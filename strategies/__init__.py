@@ -7,13 +7,21 @@ One small function maps a name to a strategy, in the manner of TF Model
 Garden's `distribute_utils.get_distribution_strategy`. No absl here: the
 recipes turn their flags into these keyword arguments.
 """
+import glob
 import json
 import os
+import socket
 
 from absl import logging
 import tensorflow as tf
 
-NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+ALL_REDUCE_ALGS = ("auto", "nccl", "hierarchical_copy", "ring")
+
+# Training steps per tf.function call. A TPU runs each call as one program, and
+# the host round trip between calls is its main overhead, so TPUs get more.
+STEPS_PER_LOOP = {"tpu": 1000}
+DEFAULT_STEPS_PER_LOOP = 100
 
 
 def configure_cpu_devices(num_cpu_devices):
@@ -75,7 +83,7 @@ def _gpus(num_gpus):
 
 
 def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=None,
-                 task_index=-1):
+                 task_index=-1, tpu=None, all_reduce_alg="auto"):
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -89,23 +97,40 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
           over `num_cpu_devices` logical CPUs when no GPU is used.
         * `multi_worker`: MultiWorkerMirroredStrategy over the cluster in
           TF_CONFIG, or in `worker_hosts` and `task_index`.
+        * `tpu`: TPUStrategy over the TPU named by `tpu`.
       num_gpus: GPUs to use; -1 means all visible, 0 means none.
       num_cpu_devices: logical CPU devices to split the host CPU into.
       worker_hosts: "host:port,..." of every worker, for `multi_worker`.
       task_index: this worker's index in `worker_hosts`.
+      tpu: for `tpu`: "local" (a TPU VM, Colab), a Cloud TPU name, or
+        "grpc://host:port". None: $TPU_NAME if set, else "local".
+      all_reduce_alg: how replicas sum gradients, one of `ALL_REDUCE_ALGS`.
+        `mirrored` takes nccl (GPUs) or hierarchical_copy; `multi_worker`
+        takes ring or nccl (GPUs); auto lets TensorFlow choose.
 
     Raises:
-      ValueError: for an unknown name or a device count that cannot be met.
+      ValueError: for an unknown name, a device count that cannot be met, an
+        all-reduce the strategy cannot use, or a TPU that is not there.
     """
     if name not in NAMES:
         raise ValueError(
             f"unknown strategy {name!r}; choose one of: {', '.join(NAMES)}"
         )
+    if all_reduce_alg not in ALL_REDUCE_ALGS:
+        raise ValueError(f"unknown all-reduce {all_reduce_alg!r}; choose one of: "
+                         f"{', '.join(ALL_REDUCE_ALGS)}")
     configure_cpu_devices(num_cpu_devices)
     if name == "multi_worker":
         # Created before anything initializes TensorFlow's runtime, as it must be.
         configure_cluster(worker_hosts, task_index)
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=_collective_options(all_reduce_alg, num_gpus))
+    if name == "auto" and tpu_attached():
+        name = "tpu"
+        logging.info("--strategy=auto chose 'tpu': a TPU is attached.")
+    if name == "tpu":
+        _check_all_reduce(all_reduce_alg, "tpu", ())
+        return _tpu_strategy(tpu)
     gpus = _gpus(num_gpus)
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:num_cpu_devices]
 
@@ -120,11 +145,79 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
             name, why = "default", "no GPU or TPU found, one CPU device"
         logging.info("--strategy=auto chose %r: %s.", name, why)
 
+    _check_all_reduce(all_reduce_alg, name, gpus)
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else cpus[0])
-    return tf.distribute.MirroredStrategy(devices=gpus or cpus)
+    cross_device_ops = {"nccl": tf.distribute.NcclAllReduce,
+                        "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
+                        }.get(all_reduce_alg, lambda: None)()
+    return tf.distribute.MirroredStrategy(devices=gpus or cpus, cross_device_ops=cross_device_ops)
+
+
+def _check_all_reduce(all_reduce_alg, name, gpus):
+    """Raises a ValueError unless strategy `name` can use `all_reduce_alg`."""
+    usable = {"mirrored": ("nccl", "hierarchical_copy"), "multi_worker": ("ring", "nccl")}
+    if all_reduce_alg == "auto":
+        return
+    if all_reduce_alg not in usable.get(name, ()):
+        raise ValueError(
+            f"--all_reduce_alg={all_reduce_alg} does not apply to --strategy={name}; "
+            "mirrored takes nccl or hierarchical_copy, multi_worker takes ring or nccl, "
+            "the others only auto")
+    if all_reduce_alg == "nccl" and not gpus:
+        raise ValueError("--all_reduce_alg=nccl needs GPUs and none is used; "
+                         "pass --all_reduce_alg=auto")
+
+
+def _collective_options(all_reduce_alg, num_gpus):
+    """MultiWorkerMirroredStrategy's communication options for `all_reduce_alg`."""
+    # Listing physical devices does not start the runtime, so MWMS may still follow.
+    gpus = tf.config.list_physical_devices("GPU")[:None if num_gpus < 0 else num_gpus]
+    _check_all_reduce(all_reduce_alg, "multi_worker", gpus)
+    implementation = tf.distribute.experimental.CommunicationImplementation
+    return tf.distribute.experimental.CommunicationOptions(implementation={
+        "auto": implementation.AUTO, "ring": implementation.RING,
+        "nccl": implementation.NCCL}[all_reduce_alg])
+
+
+def tpu_attached():
+    """Whether this machine has a TPU: TPU devices, the device files of a TPU VM
+    (Colab's TPU runtime is one), or a Cloud TPU named in $TPU_NAME."""
+    return bool(tf.config.list_physical_devices("TPU") or glob.glob("/dev/accel*")
+                or os.environ.get("TPU_NAME"))
+
+
+def _tpu_strategy(tpu):
+    """TPUStrategy, set up in the documented order: resolver, connect (for a
+    remote TPU), initialize the TPU system, strategy."""
+    tpu = tpu or os.environ.get("TPU_NAME") or "local"
+    what_to_pass = ("pass --tpu=local on a TPU VM or Colab TPU runtime, --tpu=NAME for a "
+                    "Cloud TPU, --tpu=grpc://host:port for a TPU worker, or pick another "
+                    "--strategy")
+    if tpu.startswith("grpc://"):
+        # Connecting to an address where no TPU listens hangs for minutes; a
+        # plain TCP probe says within seconds whether anything is there.
+        host, _, port = tpu[len("grpc://"):].rpartition(":")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except (OSError, ValueError):
+            raise ValueError(f"no TPU answers at {tpu}; {what_to_pass}") from None
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        if tpu != "local":
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, tf.errors.OpError) as e:
+        reason = str(e).strip().splitlines()[0].split(". ")[0][:160]
+        raise ValueError(f"no TPU found for --tpu={tpu} ({reason}); {what_to_pass}") from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def steps_per_loop(strategy):
+    """A good default for training steps per tf.function call under `strategy`."""
+    return STEPS_PER_LOOP.get(name_of(strategy), DEFAULT_STEPS_PER_LOOP)
 
 
 def is_chief(strategy):
@@ -147,6 +240,8 @@ def name_of(strategy):
         return "mirrored"
     if isinstance(strategy, tf.distribute.OneDeviceStrategy):
         return "one_device"
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return "tpu"
     if strategy is tf.distribute.get_strategy():
         return "default"
     return type(strategy).__name__

@@ -9,6 +9,9 @@ import sys
 
 # Tests never touch the network: the data code treats it as down.
 os.environ["RECIPES_OFFLINE"] = "1"
+# TensorFlow's PreemptionCheckpointHandler asks the GCE metadata server whether it
+# runs on Google Cloud; point it at a closed local port so the answer is a quick no.
+os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 
 import pytest  # noqa: E402
 

@@ -57,7 +57,14 @@ print(json.dumps(out))
 def test_unknown_strategy(tmp_path):
     done = run_module("recipes.mnist", "--strategy=horovod", f"--model_dir={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert "--strategy=horovod: value should be one of <auto|default|one_device|mirrored|multi_worker>" in done.stderr
+    assert "--strategy=horovod: value should be one of <auto|default|one_device|mirrored|multi_worker|tpu>" in done.stderr
+
+
+def test_tpu_strategy_without_a_tpu_fails_fast(tmp_path):
+    start = time.monotonic()
+    done = run_module("recipes.mnist", "--strategy=tpu", f"--model_dir={tmp_path}", timeout=60)
+    _assert_one_line_error(done, "error: no TPU found for --tpu=local", "pass --tpu=local on a TPU VM")
+    assert time.monotonic() - start < 30  # Seconds, the TensorFlow import included.
 
 
 def test_batch_that_replicas_cannot_split(tmp_path):
@@ -92,28 +99,39 @@ def test_nan_loss(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_killed_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "preempted"])
+def test_run_stopped_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_path, stop):
+    """SIGKILL loses the steps since the last checkpoint; SIGTERM (a platform's
+    preemption notice) saves one first and exits 42. Both resume exactly."""
     args = ["--train_steps=1000", "--checkpoint_steps=20", "--steps_per_loop=10",
             "--batch_size=64", "--seed=5"]
     straight = run_module("recipes.mnist", f"--model_dir={tmp_path / 'straight'}", *args)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
-    killed_dir = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "recipes.mnist", f"--model_dir={killed_dir}", *args],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped_dir = tmp_path / "stopped"
+    process = subprocess.Popen([sys.executable, "-m", "recipes.mnist", f"--model_dir={stopped_dir}", *args],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not (killed_dir / "checkpoints" / "checkpoint").exists():
+    while not (stopped_dir / "checkpoints" / "checkpoint").exists():
         assert process.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    assert not (killed_dir / "metrics.json").exists()  # It really stopped mid-run.
+    os.kill(process.pid, stop)
+    stderr = process.communicate(timeout=60)[1]
+    assert not (stopped_dir / "metrics.json").exists()  # It really stopped mid-run.
+    if stop == signal.SIGTERM:
+        assert process.returncode == 42, stderr[-3000:]
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("preempted: the platform is stopping the run") and "to resume" in last
+        saved_at = int(last.split("checkpoint at step ")[1].split(".")[0])
+        assert tf.train.latest_checkpoint(stopped_dir / "checkpoints").endswith(f"ckpt-{saved_at}")
 
-    resumed = run_module("recipes.mnist", f"--model_dir={killed_dir}", *args)
+    resumed = run_module("recipes.mnist", f"--model_dir={stopped_dir}", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from step" in resumed.stdout
-    metrics = json.load(open(killed_dir / "metrics.json"))
+    metrics = json.load(open(stopped_dir / "metrics.json"))
     assert metrics["steps"] == 1000 and 0 < metrics["steps_this_run"] < 1000
+    if stop == signal.SIGTERM:
+        assert metrics["steps_this_run"] == 1000 - saved_at  # No finished step was lost.
     straight_weights = keras.models.load_model(tmp_path / "straight" / "model.keras").get_weights()
-    resumed_weights = keras.models.load_model(killed_dir / "model.keras").get_weights()
+    resumed_weights = keras.models.load_model(stopped_dir / "model.keras").get_weights()
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(straight_weights, resumed_weights)) < 1e-5

@@ -72,6 +72,18 @@ def test_eval_counts_every_example_exactly_once(mnist, strategy):
     np.testing.assert_array_equal(ys[ws == 1], y)
 
 
+def test_every_batch_has_a_static_shape_as_tpus_need(mnist, strategy):
+    x, y = mnist.x_test[:203], mnist.y_test[:203]
+    train = data.train_dataset(strategy, x, y, 64, preprocess=data.scale_pixels, seed=0)
+    test, _ = data.eval_dataset(strategy, x, y, 64, preprocess=data.scale_pixels)
+    per_replica = 64 // strategy.num_replicas_in_sync
+    for dataset, fields in ((train, 2), (test, 3)):
+        specs = [getattr(spec, "_value_specs", (spec,)) for spec in dataset.element_spec]
+        assert len(specs) == fields
+        for spec in (s for replicas in specs for s in replicas):
+            assert spec.shape.is_fully_defined() and spec.shape[0] == per_replica, spec
+
+
 def test_batch_that_replicas_cannot_split_is_a_clear_error(mnist):
     strategy = strategies.get_strategy("mirrored", num_cpu_devices=2)
     with pytest.raises(RecipeError, match="--batch_size=33 does not split evenly over 2"):

@@ -1,9 +1,11 @@
 """MultiWorkerMirroredStrategy as two local worker processes on 127.0.0.1 ports."""
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -12,6 +14,10 @@ import pytest
 from tests.conftest import REPO, run_module
 
 ARGS = ["--train_steps=20", "--batch_size=64", "--seed=7", "--steps_per_loop=10"]
+# Long enough to stop a worker mid-run, after the first checkpoint (step 50).
+LONG_ARGS = ["--train_steps=300", "--checkpoint_steps=50", "--batch_size=64", "--seed=7",
+             "--steps_per_loop=10"]
+TIMEOUT = 240  # Seconds any worker may take: a worker that hangs fails the test.
 
 
 def _free_ports(n):
@@ -24,28 +30,121 @@ def _free_ports(n):
     return ports
 
 
-@pytest.mark.slow
-def test_two_workers_end_with_the_single_process_weights(tmp_path):
+def _start_cluster(model_dir, args):
     hosts = ",".join(f"127.0.0.1:{port}" for port in _free_ports(2))
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    workers = [subprocess.Popen(
-        [sys.executable, "-m", "recipes.mnist", "--strategy=multi_worker",
-         f"--worker_hosts={hosts}", f"--task_index={i}", f"--model_dir={tmp_path / 'cluster'}", *ARGS],
+    return [subprocess.Popen(
+        [sys.executable, "-m", "recipes.mnist", "--strategy=multi_worker", f"--worker_hosts={hosts}",
+         f"--task_index={i}", f"--model_dir={model_dir}", *args],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)]
+
+
+def _finish(workers, timeout=TIMEOUT):
+    """Each worker's output, once it exits; a worker still running after `timeout` s fails."""
     try:
-        outputs = [w.communicate(timeout=240)[0] for w in workers]  # Bounded: no hang.
+        return [w.communicate(timeout=timeout)[0] for w in workers]
     finally:
         for w in workers:
             w.kill()
+
+
+def _run_cluster(model_dir, args):
+    workers = _start_cluster(model_dir, args)
+    outputs = _finish(workers)
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 0, output[-3000:]
+    return outputs
+
+
+def _stop_a_worker_after_the_first_checkpoint(model_dir, victim, stop):
+    """Starts a cluster, sends `stop` to worker `victim` once the chief has saved a
+    checkpoint, and returns (workers, outputs, seconds the others took to exit)."""
+    workers = _start_cluster(model_dir, LONG_ARGS)
+    deadline = time.monotonic() + TIMEOUT
+    while not (model_dir / "checkpoints" / "checkpoint").exists():
+        assert all(w.poll() is None for w in workers) and time.monotonic() < deadline, _finish(workers, 1)
+        time.sleep(0.05)
+    os.kill(workers[victim].pid, stop)
+    start = time.monotonic()
+    outputs = _finish(workers)
+    return workers, outputs, time.monotonic() - start
+
+
+def _message(output, label):
+    """The worker's one `label:` line. TensorFlow's C++ runtime may still log a
+    line or two about the vanished peer after it, as the process exits."""
+    assert "Traceback" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith(f"{label}: ")]
+    assert len(lines) == 1, output[-3000:]
+    return lines[0]
+
+
+def _max_weight_diff(dir_a, dir_b):
+    a = keras.models.load_model(dir_a / "model.keras").get_weights()
+    b = keras.models.load_model(dir_b / "model.keras").get_weights()
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """An uninterrupted cluster run of LONG_ARGS: what a stopped and restarted cluster
+    must reach. (After 300 Adam steps, 2 replicas and 1 drift apart by about 1e-2
+    through float summation order, so the reference has 2 replicas too.)"""
+    model_dir = tmp_path_factory.mktemp("uninterrupted")
+    _run_cluster(model_dir, LONG_ARGS)
+    return model_dir
+
+
+@pytest.mark.slow
+def test_two_workers_end_with_the_single_process_weights(tmp_path):
+    outputs = _run_cluster(tmp_path / "cluster", ARGS)
     assert "Strategy: multi_worker with 2 replica(s)" in outputs[0]
     metrics = json.load(open(tmp_path / "cluster" / "metrics.json"))
     assert (metrics["strategy"], metrics["num_replicas"], metrics["steps"]) == ("multi_worker", 2, 20)
+    assert sorted(os.listdir(tmp_path / "cluster")) == [  # The chief's outputs, nothing else.
+        "checkpoints", "logs", "metrics.json", "model.keras", "saved_model"]
 
     single = run_module("recipes.mnist", "--strategy=default", f"--model_dir={tmp_path / 'single'}", *ARGS)
     assert single.returncode == 0, single.stderr[-3000:]
-    cluster_weights = keras.models.load_model(tmp_path / "cluster" / "model.keras").get_weights()
-    single_weights = keras.models.load_model(tmp_path / "single" / "model.keras").get_weights()
-    assert max(float(np.max(np.abs(a - b))) for a, b in zip(cluster_weights, single_weights)) < 1e-4
+    assert _max_weight_diff(tmp_path / "cluster", tmp_path / "single") < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0], ids=["worker", "chief"])
+def test_a_lost_worker_stops_the_other_and_a_restarted_cluster_resumes(tmp_path, uninterrupted, victim):
+    model_dir = tmp_path / "cluster"
+    workers, outputs, seconds = _stop_a_worker_after_the_first_checkpoint(model_dir, victim, signal.SIGKILL)
+    survivor = 1 - victim
+    assert workers[survivor].returncode == 1, outputs[survivor][-3000:]
+    message = _message(outputs[survivor], "error")
+    assert message.startswith("error: lost contact with another worker") and "Restart every worker" in message
+    assert seconds < 60  # It did not wait on the dead peer.
+    assert not (model_dir / "metrics.json").exists()
+
+    outputs = _run_cluster(model_dir, LONG_ARGS)
+    assert "Resuming from step" in outputs[0] and "Resuming from step" in outputs[1]
+    metrics = json.load(open(model_dir / "metrics.json"))
+    assert metrics["steps"] == 300 and 0 < metrics["steps_this_run"] < 300
+    assert _max_weight_diff(model_dir, uninterrupted) < 1e-4
+
+
+@pytest.mark.slow
+def test_a_preempted_worker_makes_the_cluster_save_and_resume_without_losing_steps(tmp_path, uninterrupted):
+    model_dir = tmp_path / "cluster"
+    workers, outputs, _ = _stop_a_worker_after_the_first_checkpoint(model_dir, 1, signal.SIGTERM)
+    saved_at = set()
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 42, output[-3000:]
+        message = _message(output, "preempted")
+        saved_at.add(int(message.split("checkpoint at step ")[1].split(".")[0]))
+    assert len(saved_at) == 1  # Both workers saved at the same step.
+    step = saved_at.pop()
+    assert open(model_dir / "checkpoints" / "checkpoint").read().startswith(
+        f'model_checkpoint_path: "ckpt-{step}"')
+
+    outputs = _run_cluster(model_dir, LONG_ARGS)
+    assert f"Resuming from step {step}" in outputs[0]
+    metrics = json.load(open(model_dir / "metrics.json"))
+    assert metrics["steps_this_run"] == 300 - step
+    assert _max_weight_diff(model_dir, uninterrupted) < 1e-4

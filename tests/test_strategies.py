@@ -1,6 +1,8 @@
 """Strategy construction from plain arguments."""
 import json
 import os
+import socket
+import time
 
 import pytest
 import tensorflow as tf
@@ -9,7 +11,7 @@ import strategies
 
 
 def test_unknown_strategy_lists_the_choices():
-    with pytest.raises(ValueError, match="choose one of: auto, default, one_device, mirrored, multi_worker"):
+    with pytest.raises(ValueError, match="choose one of: auto, default, one_device, mirrored, multi_worker, tpu"):
         strategies.get_strategy("horovod")
 
 
@@ -73,3 +75,98 @@ def test_multi_worker_without_a_usable_cluster_is_a_clear_error(monkeypatch, hos
 def test_a_single_process_is_its_own_chief():
     assert strategies.is_chief(strategies.get_strategy("default"))
     assert strategies.is_chief(strategies.get_strategy("mirrored", num_cpu_devices=2))
+
+
+def _spy_on_tpu_set_up(monkeypatch, stop_at=None):
+    """Records the TPU set-up calls in order while the real TF functions run,
+    except `stop_at`, which raises where a remote TPU would be contacted."""
+    calls = []
+
+    def spy(name, real):
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            if name == stop_at:
+                raise tf.errors.UnavailableError(None, None, f"test stops at {name}")
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver",
+                        spy("resolver", tf.distribute.cluster_resolver.TPUClusterResolver))
+    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster",
+                        spy("connect", tf.config.experimental_connect_to_cluster))
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system",
+                        spy("initialize", tf.tpu.experimental.initialize_tpu_system))
+    return calls
+
+
+def test_local_tpu_sets_up_in_order_and_fails_fast_without_one(monkeypatch):
+    calls = _spy_on_tpu_set_up(monkeypatch)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="no TPU found for --tpu=local") as error:
+        strategies.get_strategy("tpu", tpu="local")
+    assert time.monotonic() - start < 10
+    assert calls == ["resolver", "initialize"]  # A local TPU needs no connect.
+    assert "\n" not in str(error.value) and "pass --tpu=local on a TPU VM" in str(error.value)
+
+
+def test_remote_tpu_connects_after_the_resolver_and_before_initializing(monkeypatch):
+    calls = _spy_on_tpu_set_up(monkeypatch, stop_at="connect")
+    with socket.socket() as listener:  # Something answers at the address, as a TPU worker would.
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        address = "grpc://127.0.0.1:%d" % listener.getsockname()[1]
+        with pytest.raises(ValueError, match=f"no TPU found for --tpu={address}"):
+            strategies.get_strategy("tpu", tpu=address)
+    assert calls == ["resolver", "connect"]
+
+
+def test_tpu_address_where_nothing_answers_fails_within_seconds(monkeypatch):
+    calls = _spy_on_tpu_set_up(monkeypatch)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=f"no TPU answers at grpc://127.0.0.1:{closed_port}"):
+        strategies.get_strategy("tpu", tpu=f"grpc://127.0.0.1:{closed_port}")
+    assert time.monotonic() - start < 10 and calls == []
+
+
+def test_auto_tries_the_tpu_first_when_one_is_attached(monkeypatch):
+    assert not strategies.tpu_attached()  # This CPU machine has none...
+    monkeypatch.setattr(strategies, "tpu_attached", lambda: True)
+    calls = _spy_on_tpu_set_up(monkeypatch)
+    with pytest.raises(ValueError, match="no TPU found"):  # ...so the real set-up fails.
+        strategies.get_strategy("auto")
+    assert calls == ["resolver", "initialize"]
+
+
+def test_steps_per_loop_default_suits_the_strategy():
+    assert strategies.steps_per_loop(strategies.get_strategy("default")) == 100
+    assert strategies.STEPS_PER_LOOP["tpu"] == 1000
+
+
+def test_mirrored_takes_hierarchical_copy_and_still_sums_over_replicas():
+    strategy = strategies.get_strategy("mirrored", num_cpu_devices=2, all_reduce_alg="hierarchical_copy")
+    assert isinstance(strategy.extended._cross_device_ops, tf.distribute.HierarchicalCopyAllReduce)
+    summed = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce("sum", tf.constant(1.0)))
+    assert [float(v) for v in strategy.experimental_local_results(summed)] == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("name, alg, message", [
+    ("mirrored", "nccl", "nccl needs GPUs"),
+    ("mirrored", "ring", "does not apply to --strategy=mirrored"),
+    ("default", "hierarchical_copy", "does not apply to --strategy=default"),
+    ("tpu", "ring", "does not apply to --strategy=tpu"),
+    ("mirrored", "butterfly", "unknown all-reduce"),
+])
+def test_all_reduce_a_strategy_cannot_use_is_a_clear_error(name, alg, message):
+    with pytest.raises(ValueError, match=message):
+        strategies.get_strategy(name, num_cpu_devices=2, all_reduce_alg=alg)
+
+
+def test_multi_worker_all_reduce_maps_to_collective_implementations():
+    implementation = tf.distribute.experimental.CommunicationImplementation
+    assert strategies._collective_options("ring", -1).implementation == implementation.RING
+    assert strategies._collective_options("auto", -1).implementation == implementation.AUTO
+    with pytest.raises(ValueError, match="does not apply to --strategy=multi_worker"):
+        strategies._collective_options("hierarchical_copy", -1)

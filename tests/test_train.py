@@ -68,6 +68,18 @@ def test_loss_falls_and_eval_matches_numpy_on_every_test_example(tmp_path, mnist
     assert metrics["test_accuracy"] > 0.8
 
 
+def test_mixed_bfloat16_trains_with_float32_weights(tmp_path, mnist):
+    try:
+        bf16 = _run(tmp_path / "bf16", mnist, train_steps=60, mixed_precision="mixed_bfloat16")
+        model = keras.models.load_model(tmp_path / "bf16" / "model.keras")
+        assert model.layers[1].compute_dtype == "bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    f32 = _run(tmp_path / "f32", mnist, train_steps=60)
+    assert all(w.dtype == np.float32 for w in model.get_weights())  # Variables stay float32.
+    assert bf16["test_accuracy"] > 0.8 and abs(bf16["test_accuracy"] - f32["test_accuracy"]) < 0.03
+
+
 def test_run_writes_every_artifact(tmp_path, mnist):
     metrics = _run(tmp_path, mnist, train_steps=3)
     assert sorted(os.listdir(tmp_path)) == [
