@@ -430,5 +430,5 @@ def _summary_writer(chief, model_dir, name):
 def _write_artifacts(model, model_dir, metrics):
     model.save(os.path.join(model_dir, "model.keras"))
     model.export(os.path.join(model_dir, "saved_model"), verbose=False)
-    with open(os.path.join(model_dir, "metrics.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json"), "w") as f:  # gs:// too.
         json.dump(metrics, f, indent=2)

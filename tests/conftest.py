@@ -48,3 +48,20 @@ def run_python(code, timeout=300):
                           text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip()
+
+
+def parse_recipe_command(argv):
+    """Parses `python -m recipes.NAME FLAGS...` with that recipe's absl flags, as its
+    `main` would, without touching the process's own flags; returns the parsed copy.
+    Raises on an unknown flag or a bad value."""
+    import copy
+    import importlib
+
+    from absl import flags
+
+    assert argv[:2] == ["python", "-m"] and argv[2].startswith("recipes."), argv
+    importlib.import_module(argv[2])  # Defines the recipe's flags.
+    parser = copy.deepcopy(flags.FLAGS)
+    parser.unparse_flags()
+    parser([argv[2]] + argv[3:])
+    return parser

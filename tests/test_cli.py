@@ -1,6 +1,7 @@
 """The recipe as a user runs it: `python -m recipes.mnist`, in fresh processes."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import models
-from tests.conftest import REPO, run_module, run_python
+from tests.conftest import REPO, parse_recipe_command, run_module, run_python
 
 
 def _assert_one_line_error(done, *fragments):
@@ -52,6 +53,17 @@ print(json.dumps(out))
         assert metrics["steps"] == 5 * (4500 // 32)
         assert metrics["data_source"] == "sample" and metrics["examples_per_second"] > 0
     assert sum(scored) / 3 >= 0.94, scored
+
+
+def test_every_command_in_the_readme_is_accepted_by_the_flag_parser():
+    readme = open(os.path.join(REPO, "README.md")).read().replace("\\\n", " ")
+    shell_blocks = [block.split("```")[0] for block in readme.split("```bash\n")[1:]]
+    commands = [shlex.split(line[line.index("python -m recipes."):].split("#")[0])
+                for block in shell_blocks for line in block.splitlines()
+                if "python -m recipes." in line]
+    strategies_used = {parse_recipe_command(argv)["strategy"].value for argv in commands}
+    assert {"mirrored", "multi_worker", "tpu"} <= strategies_used
+    assert len([c for c in commands if "--strategy=multi_worker" in c]) == 2
 
 
 def test_unknown_strategy(tmp_path):
