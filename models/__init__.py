@@ -2,7 +2,9 @@
 
     import models
     model = models.mnist_dense()
+    model = models.BigModel(num_classes=10)
 """
+from models.bigmodel import BigModel
 from models.mnist import mnist_dense
 
-__all__ = ["mnist_dense"]
+__all__ = ["BigModel", "mnist_dense"]

@@ -24,6 +24,8 @@ SOURCES = ("auto", "tfds", "sample")
 SAMPLE_TEST_FRACTION = 0.1
 # The split is fixed, independent of --seed, so every run is scored on the same digits.
 SAMPLE_SPLIT_SEED = 0
+# Part of the training set held out for validation when a run needs one.
+VALIDATION_FRACTION = 0.1
 
 _DOWNLOAD_HOST = ("storage.googleapis.com", 443)
 
@@ -38,11 +40,24 @@ class ArrayData:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_val: np.ndarray = None  # An optional validation split, for early stopping.
+    y_val: np.ndarray = None
 
     def describe(self):
         where = "tensorflow-datasets" if self.source == "tfds" else "the embedded sample"
-        return (f"{self.name} from {where}: {len(self.x_train):,} train and "
+        validation = "" if self.x_val is None else f", {len(self.x_val):,} validation"
+        return (f"{self.name} from {where}: {len(self.x_train):,} train{validation} and "
                 f"{len(self.x_test):,} test examples")
+
+    def with_validation_split(self, fraction=VALIDATION_FRACTION):
+        """A copy whose validation split is `fraction` of the training set, held out
+        stratified by label, fixed independently of --seed."""
+        from sklearn.model_selection import train_test_split
+
+        x_train, x_val, y_train, y_val = train_test_split(
+            self.x_train, self.y_train, test_size=fraction, random_state=SAMPLE_SPLIT_SEED,
+            stratify=self.y_train)
+        return dataclasses.replace(self, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
 
 
 def network_available(address=_DOWNLOAD_HOST, timeout=3.0):
@@ -112,6 +127,27 @@ def _mnist_sample():
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=SAMPLE_TEST_FRACTION, stratify=y, random_state=SAMPLE_SPLIT_SEED)
     return ArrayData("mnist", "sample", x_train, y_train, x_test, y_test)
+
+
+def load_breast_cancer():
+    """scikit-learn's Wisconsin breast-cancer table: 569 tumours, 30 features,
+    label 1 = benign. Split stratified into 64% train, 16% validation and 20%
+    test (fixed), with every feature standardized by the training split's mean
+    and deviation. Labels are float32 [N, 1], as a one-unit sigmoid head needs."""
+    from sklearn.datasets import load_breast_cancer as load
+    from sklearn.model_selection import train_test_split
+
+    x, y = load(return_X_y=True)
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=0.2, stratify=y, random_state=SAMPLE_SPLIT_SEED)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=0.2, stratify=y_rest, random_state=SAMPLE_SPLIT_SEED)
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    x_train, x_val, x_test = ((part - mean) / std for part in (x_train, x_val, x_test))
+    as_features = lambda part: part.astype(np.float32)  # noqa: E731
+    as_labels = lambda part: part.astype(np.float32).reshape(-1, 1)  # noqa: E731
+    return ArrayData("breast_cancer", "sample", as_features(x_train), as_labels(y_train),
+                     as_features(x_test), as_labels(y_test), as_features(x_val), as_labels(y_val))
 
 
 def scale_pixels(images):

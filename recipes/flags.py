@@ -8,7 +8,7 @@ import os
 from absl import flags
 
 import strategies
-from recipes import data
+from recipes import data, optimization
 from recipes.errors import RecipeError
 from recipes.train import TrainConfig
 
@@ -67,6 +67,33 @@ flags.DEFINE_integer(
     "checkpoint_steps", 0,
     "Save a checkpoint every N steps; 0: at the end of every epoch.")
 
+# Optimizer and learning rate.
+flags.DEFINE_enum("optimizer", "adam", optimization.OPTIMIZERS, "Keras optimizer.")
+flags.DEFINE_float("momentum", 0.0, "Momentum, for --optimizer=sgd or rmsprop.")
+flags.DEFINE_enum(
+    "lr_schedule", "constant", optimization.SCHEDULES,
+    "Learning rate over the steps: exponential: lr * decay_rate^(step/decay_steps); step: the "
+    "same in whole drops every decay_steps; cosine: to 0 over decay_steps; linear: the "
+    "articles' lr * (1 - decay_rate * step), floored at 0.")
+flags.DEFINE_integer("decay_steps", 0, "Steps over which the schedule decays (exponential, step, cosine).")
+flags.DEFINE_float("decay_rate", 0.0, "exponential/step: factor per decay_steps; linear: fraction lost per step.")
+flags.DEFINE_integer("warmup_steps", 0, "Linear warm-up from 0 over this many steps, before the schedule.")
+flags.DEFINE_float("clipnorm", None, "Clip each variable's gradient to this L2 norm.")
+flags.DEFINE_float("global_clipnorm", None, "Clip all gradients together to this global L2 norm.")
+flags.DEFINE_float("clipvalue", None, "Clip every gradient element to [-clipvalue, clipvalue].")
+flags.DEFINE_integer(
+    "accum_steps", 1,
+    "Gradient accumulation: split each replica's batch into this many micro-batches "
+    "and sum their gradients into one update (same result, less memory).")
+
+# Against overfitting.
+flags.DEFINE_float("l2", 0.0, "L2 penalty on the models' kernels.")
+flags.DEFINE_float("dropout_rate", 0.0, "Dropout after each hidden layer while training.")
+flags.DEFINE_integer(
+    "early_stopping_patience", 0,
+    "Stop after this many epochs without a better validation loss, and keep the best "
+    "epoch's weights; 0: off.")
+
 FLAGS = flags.FLAGS
 
 
@@ -81,10 +108,11 @@ def strategy_from_flags():
         raise RecipeError(e) from None
 
 
-def train_config(recipe, strategy):
+def train_config(recipe, strategy, **recipe_defaults):
     """A `TrainConfig` from the shared flags; `recipe` names the default model_dir,
-    `strategy` picks the default steps per loop."""
-    return TrainConfig(
+    `strategy` picks the default steps per loop, and `recipe_defaults` (say,
+    `epochs=30`) replace the shared defaults of flags the command line leaves unset."""
+    config = TrainConfig(
         model_dir=FLAGS.model_dir or os.path.join("runs", recipe),
         epochs=FLAGS.epochs,
         train_steps=FLAGS.train_steps,
@@ -96,4 +124,12 @@ def train_config(recipe, strategy):
         mixed_precision=FLAGS.mixed_precision,
         seed=FLAGS.seed,
         checkpoint_steps=FLAGS.checkpoint_steps,
+        **{name: getattr(FLAGS, name) for name in (
+            "optimizer", "momentum", "lr_schedule", "decay_steps", "decay_rate", "warmup_steps",
+            "clipnorm", "global_clipnorm", "clipvalue", "accum_steps", "l2", "dropout_rate",
+            "early_stopping_patience")},
     )
+    for name, value in recipe_defaults.items():
+        if not FLAGS[name].present:
+            setattr(config, name, value)
+    return config

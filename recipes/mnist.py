@@ -12,7 +12,7 @@ from absl import flags
 import keras
 
 import models
-from recipes import data, errors, train
+from recipes import data, errors, optimization, train
 from recipes import flags as recipe_flags
 
 FLAGS = flags.FLAGS
@@ -22,8 +22,8 @@ def run(config, strategy, dataset):
     """Trains and evaluates the MNIST net; a seam for tests to pass their own parts."""
     train.set_up_run(config)
     with strategy.scope():
-        model = models.mnist_dense()
-        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+        model = models.mnist_dense(dropout_rate=config.dropout_rate, l2=config.l2)
+        optimizer = optimization.make_optimizer(config)
     return train.train_and_evaluate(
         config, strategy, model, optimizer, dataset,
         loss_fn=keras.losses.sparse_categorical_crossentropy,

@@ -37,6 +37,21 @@ class TrainConfig:
     mixed_precision: str = "none"
     seed: int = 0
     checkpoint_steps: int = 0  # 0: at the end of every epoch.
+    # Optimizer and learning rate (see recipes/optimization.py).
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    lr_schedule: str = "constant"
+    decay_steps: int = 0
+    decay_rate: float = 0.0
+    warmup_steps: int = 0
+    clipnorm: float = None
+    global_clipnorm: float = None
+    clipvalue: float = None
+    accum_steps: int = 1  # Micro-batches per optimizer update.
+    # Against overfitting.
+    l2: float = 0.0
+    dropout_rate: float = 0.0
+    early_stopping_patience: int = 0  # Epochs without a better validation loss; 0: off.
 
 
 def set_up_run(config):
@@ -44,12 +59,14 @@ def set_up_run(config):
 
     Call it after creating the strategy and before building the model.
     """
-    for name in ("epochs", "batch_size", "steps_per_loop"):
+    for name in ("epochs", "batch_size", "steps_per_loop", "accum_steps"):
         if getattr(config, name) < 1:
             raise RecipeError(f"--{name} must be at least 1; received {getattr(config, name)}")
-    for name in ("train_steps", "checkpoint_steps"):
+    for name in ("train_steps", "checkpoint_steps", "early_stopping_patience", "l2"):
         if getattr(config, name) < 0:
             raise RecipeError(f"--{name} must be 0 or more; received {getattr(config, name)}")
+    if not 0 <= config.dropout_rate < 1:
+        raise RecipeError(f"--dropout_rate must be in [0, 1); received {config.dropout_rate}")
     keras.utils.set_random_seed(config.seed)
     policy = "float32" if config.mixed_precision == "none" else config.mixed_precision
     keras.mixed_precision.set_global_policy(policy)
@@ -77,26 +94,41 @@ class Trainer:
       optimizer: a Keras optimizer created under `strategy.scope()`.
       loss_fn: `(y_true, y_pred) -> per-example loss [batch]`.
       metrics_fn: `() -> list of keras.metrics.Metric`, updated with
-        `(y_true, y_pred, sample_weight)`.
+        `(y_true, y_pred, sample_weight)`, for evaluation.
       global_batch_size: examples per step over all replicas.
       jit_compile: XLA-compile the step.
+      accum_steps: split each replica's batch into this many micro-batches and
+        sum their gradients before one optimizer update.
+      train_metrics_fn: the metrics followed during training; `metrics_fn` if None.
     """
 
     def __init__(self, strategy, model, optimizer, loss_fn, metrics_fn, global_batch_size,
-                 jit_compile=True):
+                 jit_compile=True, accum_steps=1, train_metrics_fn=None):
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.global_batch_size = global_batch_size
+        self.accum_steps = accum_steps
+        per_replica = global_batch_size // strategy.num_replicas_in_sync
+        if accum_steps < 1 or per_replica % accum_steps:
+            raise RecipeError(
+                f"--accum_steps={accum_steps} does not divide the per-replica batch of {per_replica} "
+                f"(--batch_size={global_batch_size} over {strategy.num_replicas_in_sync} replicas); "
+                "pass a divisor of it")
         with strategy.scope():
             # Keras 3 cannot create optimizer variables inside strategy.run
             # (keras-team/keras#23085), so build them here, before the first trace.
             optimizer.build(model.trainable_variables)
             self.train_loss = keras.metrics.Mean("loss")
-            self.train_metrics = metrics_fn()
+            self.train_metrics = (train_metrics_fn or metrics_fn)()
             self.eval_loss = keras.metrics.Mean("loss")
             self.eval_metrics = metrics_fn()
+        # Keras 3 clips gradients (clipnorm, global_clipnorm, clipvalue) *before*
+        # its own all-reduce, so each replica would clip its partial gradient. The
+        # step sums the replicas' gradients itself (`_update_fn`) and the optimizer
+        # skips its all-reduce, so clipping sees the whole batch's gradient.
+        optimizer._all_reduce_sum_gradients = lambda grads_and_vars: grads_and_vars
 
         self._update = self._update_fn
         if jit_compile and _xla_can_update_variables(strategy):
@@ -107,23 +139,48 @@ class Trainer:
         self._eval_loop = tf.function(self._eval_loop)
 
     # One replica's step.
-    def _gradients(self, x, y):
+    def _micro_batch_gradients(self, x, y):
         with tf.GradientTape() as tape:
             predictions = tf.cast(self.model(x, training=True), tf.float32)
             per_example_loss = self.loss_fn(y, predictions)
             # Each replica sees 1/N of the global batch and the replicas' gradients
             # are summed, so dividing by the *global* batch size makes that sum the
-            # gradient of the mean loss over the whole batch, whatever N is.
+            # gradient of the mean loss over the whole batch, whatever N is (and
+            # whatever the number of micro-batches summed on each replica).
             loss = tf.nn.compute_average_loss(
                 per_example_loss, global_batch_size=self.global_batch_size)
             if self.model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+                loss += tf.nn.scale_regularization_loss(
+                    tf.add_n(self.model.losses)) / self.accum_steps
         gradients = tape.gradient(loss, self.model.trainable_variables)
         return gradients, per_example_loss, predictions
 
+    def _gradients(self, x, y):
+        if self.accum_steps == 1:
+            return self._micro_batch_gradients(x, y)
+        # Gradient accumulation, used to simulate larger batch sizes: the
+        # micro-batches run one after another in a loop, so only one is in
+        # memory at a time, and their gradients add up to the whole batch's.
+        k = self.accum_steps
+        xs = tf.reshape(x, [k, -1] + x.shape[1:].as_list())
+        ys = tf.reshape(y, [k, -1] + y.shape[1:].as_list())
+        gradients = [tf.zeros_like(v) for v in self.model.trainable_variables]
+        losses = tf.TensorArray(tf.float32, size=k)
+        outputs = tf.TensorArray(tf.float32, size=k)
+        for i in tf.range(k):
+            micro_gradients, per_example_loss, predictions = self._micro_batch_gradients(xs[i], ys[i])
+            gradients = [g + m for g, m in zip(gradients, micro_gradients)]
+            losses = losses.write(i, per_example_loss)
+            outputs = outputs.write(i, predictions)
+        predictions = outputs.stack()
+        return (gradients, tf.reshape(losses.stack(), [-1]),
+                tf.reshape(predictions, [-1] + predictions.shape[2:].as_list()))
+
     def _update_fn(self, x, y):
         gradients, per_example_loss, predictions = self._gradients(x, y)
-        # Keras' optimizer all-reduces (sums) the gradients over replicas here.
+        # Sum over the replicas (the optimizer's own all-reduce is off; see __init__).
+        gradients = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, gradients)
         self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
         return per_example_loss, predictions
 
@@ -267,8 +324,14 @@ def _sigterm_event():
 
 
 def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
-                       preprocess, recipe):
+                       preprocess, recipe, train_metrics_fn=None):
     """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
+
+    With a validation split (`data.x_val`), it is evaluated after every epoch;
+    `config.early_stopping_patience` stops on its loss and restores the best
+    epoch's weights (a split is carved from the training set if there is none).
+    `metrics_fn` gives the metrics for evaluation, `train_metrics_fn` (default:
+    the same) those followed during training.
 
     Resumes from the latest checkpoint in `config.model_dir`. Writes there:
     checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json.
@@ -285,17 +348,19 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
             _sigterm_event() as sigterm, contextlib.ExitStack() as stack:
         return _train_and_evaluate(
             config, strategy, model, optimizer, data, loss_fn=loss_fn, metrics_fn=metrics_fn,
-            preprocess=preprocess, recipe=recipe, chief=chief, write_dir=write_dir,
-            sigterm=sigterm, stack=stack)
+            train_metrics_fn=train_metrics_fn, preprocess=preprocess, recipe=recipe,
+            chief=chief, write_dir=write_dir, sigterm=sigterm, stack=stack)
 
 
 def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
-                        preprocess, recipe, chief, write_dir, sigterm, stack):
+                        train_metrics_fn, preprocess, recipe, chief, write_dir, sigterm, stack):
     start_time = time.time()
     model_dir = config.model_dir
     batch_size = config.batch_size
     num_replicas = strategy.num_replicas_in_sync
     data_lib.check_batch_size(batch_size, num_replicas)
+    if config.early_stopping_patience and data.x_val is None:
+        data = data.with_validation_split()
     steps_per_epoch = len(data.x_train) // batch_size
     if steps_per_epoch < 1:
         raise RecipeError(f"--batch_size={batch_size} is larger than the "
@@ -304,8 +369,11 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
     checkpoint_steps = config.checkpoint_steps or steps_per_epoch
 
     # Model, optimizer and step.
+    if not model.built:  # A subclassed model creates its variables on first use.
+        with strategy.scope():
+            model.build((None,) + data.x_train.shape[1:])
     trainer = Trainer(strategy, model, optimizer, loss_fn, metrics_fn, batch_size,
-                      config.jit_compile)
+                      config.jit_compile, config.accum_steps, train_metrics_fn)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3,
@@ -328,6 +396,20 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
                                       start_step=start_step)
     iterator = iter(train_ds)
     train_writer = _summary_writer(chief, model_dir, "train")
+    validation = None
+    if data.x_val is not None:
+        validation = data_lib.eval_dataset(strategy, data.x_val, data.y_val, batch_size,
+                                           preprocess=preprocess)
+        validation_writer = _summary_writer(chief, model_dir, "validation")
+    validation_losses = []
+    early_stopping = None
+    if config.early_stopping_patience:
+        # Keras' own callback, driven by hand: it keeps the best epoch's weights.
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping_patience, restore_best_weights=True)
+        early_stopping.set_model(model)
+        model.stop_training = False  # The callback sets it to stop, as in `fit`.
+        early_stopping.on_train_begin()
 
     # Loop.
     step, loop_times = start_step, []
@@ -364,12 +446,32 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         if step % steps_per_epoch == 0:
             trainer.reset_train_metrics()
             progbar = None
+            if validation is not None:
+                results = trainer.evaluate(*validation)
+                validation_losses.append(results["loss"])
+                print("validation: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
+                with validation_writer.as_default(step=step):
+                    for name, value in results.items():
+                        tf.summary.scalar(name, value)
+            if early_stopping is not None:
+                early_stopping.on_epoch_end(epoch, {"val_loss": validation_losses[-1]})
+                if model.stop_training:
+                    break
     train_writer.flush()
+    if early_stopping is not None:
+        early_stopping.on_train_end()  # Restores the best epoch's weights.
+        if model.stop_training:
+            print(f"Early stopping after epoch {epoch + 1}: the validation loss has not improved "
+                  f"for {config.early_stopping_patience} epochs.")
+        if early_stopping.best_weights is not None:
+            print(f"Kept the weights of epoch {early_stopping.best_epoch + 1}, the best on the "
+                  "validation split.")
 
     # Evaluation.
     test_ds, test_steps = data_lib.eval_dataset(strategy, data.x_test, data.y_test, batch_size,
                                                 preprocess=preprocess)
     test = trainer.evaluate(test_ds, test_steps)
+    final_validation = trainer.evaluate(*validation) if validation is not None else {}
     with _summary_writer(chief, model_dir, "test").as_default(step=step):
         for name, value in test.items():
             tf.summary.scalar(name, value)
@@ -378,6 +480,12 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
     metrics = {
         "recipe": recipe,
         **{f"test_{name}": value for name, value in test.items()},
+        **{f"validation_{name}": value for name, value in final_validation.items()},
+        "validation_loss_by_epoch": validation_losses,
+        "stopped_early": bool(early_stopping is not None and model.stop_training),
+        "best_epoch": (early_stopping.best_epoch + 1
+                       if early_stopping is not None and early_stopping.best_weights is not None
+                       else None),
         "steps": step,
         "steps_this_run": step - start_step,
         "examples_per_second": _steady_state_rate(loop_times, batch_size),
@@ -386,6 +494,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         "num_replicas": num_replicas,
         "data_source": data.source,
         "num_train_examples": len(data.x_train),
+        "num_validation_examples": 0 if data.x_val is None else len(data.x_val),
         "num_test_examples": len(data.x_test),
         "wall_seconds": round(time.time() - start_time, 2),
         "tensorflow_version": tf.__version__,

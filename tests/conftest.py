@@ -3,6 +3,7 @@
 The split must happen before TensorFlow initializes, so it runs at import,
 before any test module builds a tensor.
 """
+import functools
 import os
 import subprocess
 import sys
@@ -29,10 +30,19 @@ def mnist():
     return data.load_mnist("sample")
 
 
+@functools.lru_cache(maxsize=None)
+def shared_strategy(name):
+    """One strategy object per name for the whole session. Two MirroredStrategy
+    objects in one process reuse the same collective keys, so a second one that
+    all-reduces tensors of another shape fails with "Shape mismatch in the
+    collective instance" (TensorFlow 2.21); a real run makes just one."""
+    return strategies.get_strategy(name, num_cpu_devices=NUM_CPU_DEVICES)
+
+
 @pytest.fixture(params=["default", "mirrored"])
 def strategy(request):
     """The default strategy, and MirroredStrategy over 2 logical CPUs."""
-    return strategies.get_strategy(request.param, num_cpu_devices=NUM_CPU_DEVICES)
+    return shared_strategy(request.param)
 
 
 def run_module(module, *args, timeout=300):

@@ -9,15 +9,15 @@ import pytest
 import tensorflow as tf
 
 import models
-import strategies
 from recipes import mnist, train
 from recipes.errors import RecipeError
+from tests.conftest import shared_strategy
 
 
 def _run(model_dir, dataset, strategy="default", **overrides):
     config = train.TrainConfig(model_dir=str(model_dir), **{"batch_size": 64, "seed": 7, **overrides})
     if isinstance(strategy, str):
-        strategy = strategies.get_strategy(strategy, num_cpu_devices=2)
+        strategy = shared_strategy(strategy)
     return mnist.run(config, strategy, dataset)
 
 

@@ -1,0 +1,74 @@
+"""The articles' deep "BigModel" stack: Dense 256-128-64-32-16-8 -> head.
+
+The articles' version stored its layers in `self.layers`, which Keras reserves,
+and put a 1-unit sigmoid head on a 10-class problem. Here the layers have their
+own names, and the head follows the task: one sigmoid unit for a binary task
+(`num_classes=1`), a softmax over `num_classes` otherwise.
+"""
+import keras
+
+
+@keras.saving.register_keras_serializable(package="models")
+class BigModel(keras.Model):
+    """Flatten -> Dense(units, relu) [-> Dropout] for each width -> head.
+
+    Args:
+      hidden_units: widths of the hidden layers, 256-128-64-32-16-8 by default.
+      num_classes: 1 for a binary task (one sigmoid unit, the probability of
+        class 1), or the number of classes (a softmax over them).
+      dropout_rate: dropout after every hidden layer while training; 0 for none.
+      l2: L2 penalty on every kernel (`keras.regularizers.L2`); 0 for none.
+      activation: activation of the hidden layers.
+    """
+
+    def __init__(self, hidden_units=(256, 128, 64, 32, 16, 8), num_classes=10, dropout_rate=0.0,
+                 l2=0.0, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        hidden_units = tuple(int(units) for units in hidden_units)
+        if not hidden_units or min(hidden_units) <= 0:
+            raise ValueError("`hidden_units` must be a non-empty list of positive widths. "
+                             f"Received: hidden_units={hidden_units}")
+        if num_classes < 1:
+            raise ValueError(f"`num_classes` must be 1 (binary) or more. Received: num_classes={num_classes}")
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(f"`dropout_rate` must be in [0, 1). Received: dropout_rate={dropout_rate}")
+        if l2 < 0:
+            raise ValueError(f"`l2` must be 0 or more. Received: l2={l2}")
+        self.hidden_units = hidden_units
+        self.num_classes = num_classes
+        self.dropout_rate = dropout_rate
+        self.l2 = l2
+        self.activation = activation
+
+        regularizer = keras.regularizers.L2(l2) if l2 else None
+        self.flatten = keras.layers.Flatten()  # Image input [B, 28, 28] works as well as a table.
+        self.hidden = [keras.layers.Dense(units, activation=activation, kernel_regularizer=regularizer,
+                                          name=f"dense_{i}")
+                       for i, units in enumerate(hidden_units)]
+        self.dropouts = [keras.layers.Dropout(dropout_rate, name=f"dropout_{i}")
+                         for i in range(len(hidden_units))] if dropout_rate else []
+        self.head = keras.layers.Dense(
+            1 if num_classes == 1 else num_classes,
+            activation="sigmoid" if num_classes == 1 else "softmax",
+            kernel_regularizer=regularizer, name="head")
+
+    def build(self, input_shape):
+        shape = self.flatten.compute_output_shape(input_shape)
+        for dense in self.hidden:
+            dense.build(shape)
+            shape = dense.compute_output_shape(shape)
+        self.head.build(shape)
+        self.built = True
+
+    def call(self, inputs, training=False):
+        x = self.flatten(inputs)
+        for i, dense in enumerate(self.hidden):
+            x = dense(x)
+            if self.dropouts:
+                x = self.dropouts[i](x, training=training)
+        return self.head(x)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_units": list(self.hidden_units),
+                "num_classes": self.num_classes, "dropout_rate": self.dropout_rate,
+                "l2": self.l2, "activation": self.activation}

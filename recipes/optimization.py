@@ -1,0 +1,118 @@
+"""Optimizers and learning-rate schedules from plain arguments, built from Keras' own
+pieces: `keras.optimizers`, their `clipnorm` / `global_clipnorm` / `clipvalue`, and
+`keras.optimizers.schedules`.
+
+    optimizer = optimization.make_optimizer(config)   # under strategy.scope()
+"""
+import keras
+
+from recipes.errors import RecipeError
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+SCHEDULES = ("constant", "exponential", "cosine", "linear", "step")
+
+
+@keras.saving.register_keras_serializable(package="recipes")
+class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+    """Rises linearly from 0 to `schedule(warmup_steps)` over the first
+    `warmup_steps` steps, then follows `schedule`.
+
+    Written by hand: Keras has warm-up only inside `CosineDecay`, and every
+    schedule here takes `--warmup_steps`.
+    """
+
+    def __init__(self, schedule, warmup_steps):
+        self.schedule = schedule
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        target = self.schedule(self.warmup_steps)
+        warm = target * step / self.warmup_steps
+        return keras.ops.where(step < self.warmup_steps, warm, self.schedule(step))
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["warmup_steps"])
+
+
+def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup_steps=0):
+    """The learning rate as a function of the step, or a float for `constant`.
+
+      * constant: `learning_rate`.
+      * exponential: `learning_rate * decay_rate ** (step / decay_steps)`.
+      * step: the same, with `step // decay_steps`: a drop every `decay_steps`.
+      * cosine: from `learning_rate` to 0 along half a cosine over `decay_steps`.
+      * linear: the articles' `learning_rate * (1 - decay_rate * step)`, floored
+        at 0 (a polynomial decay of power 1 reaching 0 at step 1 / decay_rate).
+
+    `warmup_steps > 0` puts a linear warm-up from 0 in front of any of them.
+    Raises `RecipeError` for settings that cannot work.
+    """
+    if name not in SCHEDULES:
+        raise RecipeError(f"unknown --lr_schedule={name}; choose one of: {', '.join(SCHEDULES)}")
+    if learning_rate <= 0:
+        raise RecipeError(f"--learning_rate must be positive; received {learning_rate}")
+    if warmup_steps < 0:
+        raise RecipeError(f"--warmup_steps must be 0 or more; received {warmup_steps}")
+    schedules = keras.optimizers.schedules
+    if name in ("exponential", "step", "cosine") and decay_steps <= 0:
+        raise RecipeError(f"--lr_schedule={name} needs --decay_steps > 0; received {decay_steps}")
+    if name in ("exponential", "step") and not 0 < decay_rate <= 1:
+        raise RecipeError(f"--lr_schedule={name} needs 0 < --decay_rate <= 1 (the factor per "
+                          f"--decay_steps); received {decay_rate}")
+    if name == "linear" and decay_rate <= 0:
+        raise RecipeError("--lr_schedule=linear needs --decay_rate > 0 (the fraction of the "
+                          f"learning rate lost per step); received {decay_rate}")
+
+    if name == "constant":
+        schedule = learning_rate
+    elif name in ("exponential", "step"):
+        schedule = schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate,
+                                              staircase=name == "step")
+    elif name == "cosine":
+        schedule = schedules.CosineDecay(learning_rate, decay_steps)
+    else:  # linear
+        schedule = schedules.PolynomialDecay(learning_rate, 1.0 / decay_rate, end_learning_rate=0.0,
+                                             power=1.0)
+    if warmup_steps:
+        if name == "constant":
+            schedule = schedules.PolynomialDecay(learning_rate, 1, end_learning_rate=learning_rate)
+        schedule = WarmUp(schedule, warmup_steps)
+    return schedule
+
+
+def make_optimizer(config):
+    """The Keras optimizer `config` asks for, with its schedule and clipping.
+
+    Create it under `strategy.scope()`. Clipping is Keras' own; the training
+    loop sums the replicas' gradients before the optimizer sees them, so the
+    clip applies to the whole batch's gradient (see `train.Trainer`).
+    """
+    if config.optimizer not in OPTIMIZERS:
+        raise RecipeError(f"unknown --optimizer={config.optimizer}; choose one of: {', '.join(OPTIMIZERS)}")
+    clipping = {name: getattr(config, name) for name in ("clipnorm", "global_clipnorm", "clipvalue")
+                if getattr(config, name) is not None}
+    for name, value in clipping.items():
+        if value <= 0:
+            raise RecipeError(f"--{name} must be positive; received {value}")
+    if len(clipping) > 1:
+        raise RecipeError(f"pass at most one of --clipnorm, --global_clipnorm and --clipvalue; "
+                          f"received {', '.join('--' + name for name in clipping)}")
+    if config.momentum < 0 or (config.momentum and config.optimizer not in ("sgd", "rmsprop")):
+        raise RecipeError(f"--momentum={config.momentum} applies to --optimizer=sgd or rmsprop, "
+                          "and must be 0 or more")
+    learning_rate = learning_rate_schedule(
+        config.lr_schedule, config.learning_rate, decay_steps=config.decay_steps,
+        decay_rate=config.decay_rate, warmup_steps=config.warmup_steps)
+    options = dict(clipping)
+    if config.optimizer in ("sgd", "rmsprop"):
+        options["momentum"] = config.momentum
+    optimizer_class = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
+                       "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW,
+                       }[config.optimizer]
+    return optimizer_class(learning_rate=learning_rate, **options)
