@@ -6,6 +6,7 @@ import pytest
 import keras
 
 import models
+from tests.conftest import run_python
 
 
 def test_mnist_dense_has_the_articles_shape_and_parameter_count():
@@ -48,3 +49,59 @@ def test_mnist_dense_round_trips_through_model_keras(tmp_path):
     as_json = lambda m: json.dumps(m.get_config(), sort_keys=True)  # noqa: E731 (tuples -> lists)
     assert as_json(loaded) == as_json(model)
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-6)
+
+
+def _dense_params(widths):
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
+@pytest.mark.parametrize("num_classes, input_shape", [(10, (28, 28)), (1, (30,))])
+def test_bigmodel_has_the_articles_stack_and_the_task_head(num_classes, input_shape):
+    model = models.BigModel(num_classes=num_classes)
+    model.build((None,) + input_shape)
+    features = int(np.prod(input_shape))
+    assert model.count_params() == _dense_params([features, 256, 128, 64, 32, 16, 8, num_classes])
+    assert [layer.units for layer in model.hidden] == [256, 128, 64, 32, 16, 8]
+    outputs = np.asarray(model(np.zeros((3,) + input_shape, np.float32)))
+    assert outputs.shape == (3, num_classes)
+    if num_classes == 1:  # One sigmoid unit: a probability, not a distribution.
+        assert model.head.activation.__name__ == "sigmoid" and 0 < outputs.min() <= outputs.max() < 1
+    else:
+        np.testing.assert_allclose(outputs.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+def test_bigmodel_dropout_and_l2_act_only_where_they_should():
+    model = models.BigModel(hidden_units=(16, 8), num_classes=3, dropout_rate=0.5, l2=0.01)
+    x = np.random.default_rng(0).random((64, 5), dtype=np.float32)
+    model.build((None, 5))
+    np.testing.assert_allclose(model(x), model(x))  # Inference is deterministic...
+    assert not np.allclose(model(x, training=True), model(x, training=True))  # ...training drops.
+    assert len(model.losses) == 3  # An L2 penalty per kernel, the head's included.
+    assert models.BigModel().losses == []
+
+
+@pytest.mark.parametrize("kwargs", [{"hidden_units": ()}, {"num_classes": 0}, {"dropout_rate": 1.0},
+                                    {"l2": -1.0}])
+def test_bigmodel_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="Received"):
+        models.BigModel(**kwargs)
+
+
+def test_bigmodel_round_trips_through_model_keras_in_a_fresh_process(tmp_path):
+    model = models.BigModel(hidden_units=(32, 16), num_classes=4, dropout_rate=0.25, l2=1e-3)
+    model.build((None, 6))
+    x = np.random.default_rng(1).random((5, 6), dtype=np.float32)
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(model(x)))
+    config = json.loads(run_python(f"""
+import json, keras, numpy as np
+import models
+from tests.conftest import run_python
+model = keras.models.load_model("{tmp_path}/model.keras")
+assert isinstance(model, models.BigModel)
+np.testing.assert_allclose(model(np.load("{tmp_path}/x.npy")), np.load("{tmp_path}/y.npy"), atol=1e-6)
+print(json.dumps(model.get_config()))
+"""))
+    for name in ("hidden_units", "num_classes", "dropout_rate", "l2", "activation"):
+        assert config[name] == json.loads(json.dumps(model.get_config()))[name]

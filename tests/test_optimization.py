@@ -161,3 +161,16 @@ def _assert_one_line_error(done, *fragments):
 def test_flags_that_cannot_work_get_a_one_line_error(tmp_path, flags, fragments):
     done = run_module("recipes.mnist", f"--model_dir={tmp_path}", "--train_steps=2", *flags, timeout=120)
     _assert_one_line_error(done, *fragments)
+
+
+def test_tensorboard_logs_the_learning_rate_in_use_each_loop(tmp_path):
+    _mnist_run(tmp_path, "default", lr_schedule="step", decay_steps=5, decay_rate=0.5)
+    schedule = optimization.learning_rate_schedule("step", 1e-3, decay_steps=5, decay_rate=0.5)
+    logged = {}
+    for path in (tmp_path / "logs" / "train").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "learning_rate":
+                    logged[event.step] = float(tf.make_ndarray(value.tensor))
+    # After the loop that ends at step n, the rate the next step will use.
+    assert logged == pytest.approx({n: float(schedule(n)) for n in (5, 10)})
