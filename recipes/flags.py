@@ -60,8 +60,13 @@ flags.DEFINE_integer(
     f"Default: {strategies.STEPS_PER_LOOP['tpu']} on a TPU, else {strategies.DEFAULT_STEPS_PER_LOOP}.")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the training step (--nojit_compile: off).")
 flags.DEFINE_enum(
-    "mixed_precision", "none", ["none", "mixed_bfloat16"],
-    "Keras mixed-precision policy; losses are always computed in float32.")
+    "mixed_precision", "auto", ["auto", "none", "mixed_bfloat16"],
+    "Keras mixed-precision policy; variables and losses stay float32. auto: mixed_bfloat16 "
+    "on TPUs and Ampere-or-newer GPUs, where bfloat16 is native; none elsewhere.")
+flags.DEFINE_bool(
+    "profile", False,
+    "Write a TensorBoard profiler trace of one training loop (the second, after "
+    "compilation) to <model_dir>/logs; view it in TensorBoard's Profile tab.")
 flags.DEFINE_integer("seed", 0, "Seed for weights, shuffling and dropout; the same seed gives the same run.")
 flags.DEFINE_integer(
     "checkpoint_steps", 0,
@@ -121,7 +126,9 @@ def train_config(recipe, strategy, **recipe_defaults):
         steps_per_loop=(strategies.steps_per_loop(strategy) if FLAGS.steps_per_loop is None
                         else FLAGS.steps_per_loop),
         jit_compile=FLAGS.jit_compile,
-        mixed_precision=FLAGS.mixed_precision,
+        mixed_precision=(FLAGS.mixed_precision if FLAGS.mixed_precision != "auto" else
+                         "mixed_bfloat16" if strategies.bfloat16_is_fast(strategy) else "none"),
+        profile=FLAGS.profile,
         seed=FLAGS.seed,
         checkpoint_steps=FLAGS.checkpoint_steps,
         **{name: getattr(FLAGS, name) for name in (

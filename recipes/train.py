@@ -37,6 +37,7 @@ class TrainConfig:
     mixed_precision: str = "none"
     seed: int = 0
     checkpoint_steps: int = 0  # 0: at the end of every epoch.
+    profile: bool = False  # Trace the second training loop for TensorBoard's profiler.
     # Optimizer and learning rate (see recipes/optimization.py).
     optimizer: str = "adam"
     momentum: float = 0.0
@@ -422,11 +423,17 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
             progbar.update(step_in_epoch)
         num_steps = min(config.steps_per_loop, steps_per_epoch - step_in_epoch,
                         total_steps - step, checkpoint_steps - step % checkpoint_steps)
+        profiling = config.profile and chief and len(loop_times) == 1  # Compiled by now.
+        if profiling:
+            tf.profiler.experimental.start(os.path.join(model_dir, "logs"))
         tick = time.perf_counter()
         with _lost_worker_is_an_error(strategy, step, model_dir):
             trainer.train_loop(iterator, tf.constant(num_steps))
             results = trainer.train_results()  # Reading the metrics waits for the steps.
         loop_times.append((num_steps, time.perf_counter() - tick))
+        if profiling:
+            tf.profiler.experimental.stop()
+            print(f"Wrote a profile of steps {step + 1}-{step + num_steps} to {model_dir}/logs/plugins/profile.")
         step += num_steps
         if not math.isfinite(results["loss"]):
             kept = manager.latest_checkpoint or "none was written"

@@ -215,6 +215,22 @@ def _tpu_strategy(tpu):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def bfloat16_is_fast(strategy):
+    """Whether `strategy`'s devices compute in bfloat16 natively: TPUs, and GPUs of
+    compute capability 8.0 (Ampere) or newer. CPUs here emulate much of it."""
+    if name_of(strategy) == "tpu":
+        return True
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        devices = strategy.extended.worker_devices
+    except RuntimeError:  # The default strategy: ops go to the first GPU when there is one.
+        devices = ["GPU"]
+    if not gpus or not all("GPU" in d.upper() for d in devices):
+        return False
+    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return tuple(capability) >= (8, 0)
+
+
 def steps_per_loop(strategy):
     """A good default for training steps per tf.function call under `strategy`."""
     return STEPS_PER_LOOP.get(name_of(strategy), DEFAULT_STEPS_PER_LOOP)

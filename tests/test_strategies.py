@@ -170,3 +170,7 @@ def test_multi_worker_all_reduce_maps_to_collective_implementations():
     assert strategies._collective_options("auto", -1).implementation == implementation.AUTO
     with pytest.raises(ValueError, match="does not apply to --strategy=multi_worker"):
         strategies._collective_options("hierarchical_copy", -1)
+
+
+def test_bfloat16_counts_as_fast_only_on_tpus_and_recent_gpus():
+    assert not strategies.bfloat16_is_fast(strategies.get_strategy("default"))  # This CPU.

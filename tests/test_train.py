@@ -123,3 +123,9 @@ def test_unreadable_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, mnis
     with pytest.raises(RecipeError, match="cannot be read"):
         _run(tmp_path, mnist, train_steps=4)
     assert data_file.read_bytes() == b"not a checkpoint"
+
+
+def test_profile_writes_a_tensorboard_trace_of_one_loop(tmp_path, mnist):
+    _run(tmp_path, mnist, train_steps=20, steps_per_loop=10, profile=True)
+    traces = list((tmp_path / "logs" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
