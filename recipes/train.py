@@ -292,7 +292,6 @@ class _PreemptionWatcher:
                         "again (on every worker, for multi_worker) to resume from it")
 
 
-
 def _quiet_lost_peer_in_watcher_threads():
     """The handler's peer-watcher thread dies with a long traceback when a peer
     goes away; the training loop reports that loss in one line, so keep it quiet."""
