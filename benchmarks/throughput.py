@@ -17,6 +17,7 @@ forward pass is 2 per weight, the backward pass 4).
 It writes benchmarks/results/<device>.json and, with matplotlib, a PNG plot.
 """
 import argparse
+import gc
 import json
 import os
 import platform
@@ -237,6 +238,11 @@ def main():
         for _ in range(rounds):  # Interleaved, so drift in the machine hits every candidate.
             for name, measure in measures.items():
                 rates[name].append(measure())
+        # Free this configuration's models, iterators and prefetch threads before
+        # the next one, so that they cannot slow it down.
+        del measures
+        gc.collect()
+        keras.backend.clear_session()
         medians = {name: statistics.median(r) for name, r in rates.items()}
         for name, rate in medians.items():
             gflops = 6 * params * rate / 1e9
