@@ -441,11 +441,10 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
                 f"saving, the last good checkpoint is kept ({kept}); lower --learning_rate "
                 "or check the input data")
         progbar.update(step - epoch * steps_per_epoch, list(results.items()))
-        with train_writer.as_default(step=step):
-            for name, value in results.items():
-                tf.summary.scalar(name, value)
-            tf.summary.scalar("learning_rate", float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
-            tf.summary.scalar("examples_per_second", num_steps * batch_size / loop_times[-1][1])
+        _write_scalars(train_writer, step, {
+            **results,
+            "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate)),
+            "examples_per_second": num_steps * batch_size / loop_times[-1][1]})
         if step % checkpoint_steps == 0 or step == total_steps:
             manager.save(checkpoint_number=step)
         preemption.check(manager, step)
@@ -455,10 +454,8 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
             if validation is not None:
                 results = trainer.evaluate(*validation)
                 validation_losses.append(results["loss"])
-                print("validation: " + ", ".join(f"{k}={v:.4f}" for k, v in results.items()))
-                with validation_writer.as_default(step=step):
-                    for name, value in results.items():
-                        tf.summary.scalar(name, value)
+                print(f"validation: {_format(results)}")
+                _write_scalars(validation_writer, step, results)
             if early_stopping is not None:
                 early_stopping.on_epoch_end(epoch, {"val_loss": validation_losses[-1]})
                 if model.stop_training:
@@ -478,9 +475,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
                                                 preprocess=preprocess)
     test = trainer.evaluate(test_ds, test_steps)
     final_validation = trainer.evaluate(*validation) if validation is not None else {}
-    with _summary_writer(chief, model_dir, "test").as_default(step=step):
-        for name, value in test.items():
-            tf.summary.scalar(name, value)
+    _write_scalars(_summary_writer(chief, model_dir, "test"), step, test)
 
     # Artifacts.
     metrics = {
@@ -506,7 +501,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         "tensorflow_version": tf.__version__,
     }
     _write_artifacts(model, write_dir, metrics)
-    print(f"Test: {', '.join(f'{k}={v:.4f}' for k, v in test.items())}; "
+    print(f"Test: {_format(test)}; "
           f"{metrics['examples_per_second'] or 0:,.0f} examples/s; "
           + (f"wrote {model_dir}" if chief else "the chief writes the outputs"))
     return metrics
@@ -534,6 +529,16 @@ def _steady_state_rate(loop_times, batch_size):
     steady = loop_times[1:] or loop_times
     seconds = sum(t for _, t in steady)
     return round(sum(n for n, _ in steady) * batch_size / seconds, 1) if seconds else None
+
+
+def _format(results):
+    return ", ".join(f"{name}={value:.4f}" for name, value in results.items())
+
+
+def _write_scalars(writer, step, scalars):
+    with writer.as_default(step=step):
+        for name, value in scalars.items():
+            tf.summary.scalar(name, value)
 
 
 def _summary_writer(chief, model_dir, name):

@@ -75,3 +75,19 @@ def parse_recipe_command(argv):
     parser.unparse_flags()
     parser([argv[2]] + argv[3:])
     return parser
+
+
+def assert_one_line_error(done, *fragments):
+    """A user's mistake: exit 1, no traceback, and a last line `error: ...` that
+    holds every fragment (what was wrong and what to do)."""
+    assert done.returncode == 1, (done.returncode, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), last
+    for fragment in fragments:
+        assert fragment in last, last
+
+
+def saved_step(message):
+    """N in a `preempted: ... saved a checkpoint at step N. ...` message."""
+    return int(message.split("checkpoint at step ")[1].split(".")[0])

@@ -13,16 +13,8 @@ import pytest
 import tensorflow as tf
 
 import models
-from tests.conftest import REPO, parse_recipe_command, run_module, run_python
-
-
-def _assert_one_line_error(done, *fragments):
-    """A user's mistake: non-zero exit, no traceback, one `error:` line saying what to do."""
-    assert done.returncode != 0, done.stdout[-2000:]
-    assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    last = done.stderr.strip().splitlines()[-1]
-    for fragment in fragments:
-        assert fragment in last, last
+from tests.conftest import (REPO, assert_one_line_error, parse_recipe_command, run_module,
+                            run_python, saved_step)
 
 
 @pytest.mark.slow
@@ -75,20 +67,20 @@ def test_unknown_strategy(tmp_path):
 def test_tpu_strategy_without_a_tpu_fails_fast(tmp_path):
     start = time.monotonic()
     done = run_module("recipes.mnist", "--strategy=tpu", f"--model_dir={tmp_path}", timeout=60)
-    _assert_one_line_error(done, "error: no TPU found for --tpu=local", "pass --tpu=local on a TPU VM")
+    assert_one_line_error(done, "error: no TPU found for --tpu=local", "pass --tpu=local on a TPU VM")
     assert time.monotonic() - start < 30  # Seconds, the TensorFlow import included.
 
 
 def test_batch_that_replicas_cannot_split(tmp_path):
     done = run_module("recipes.mnist", "--strategy=mirrored", "--num_cpu_devices=2",
                       "--batch_size=33", f"--model_dir={tmp_path}")
-    _assert_one_line_error(done, "error: --batch_size=33 does not split evenly over 2 replicas")
+    assert_one_line_error(done, "error: --batch_size=33 does not split evenly over 2 replicas")
 
 
 def test_tfds_with_no_network_and_no_prepared_data(tmp_path):
     done = run_module("recipes.mnist", "--data_source=tfds", f"--data_dir={tmp_path / 'tfds'}",
                       f"--model_dir={tmp_path / 'run'}", timeout=60)
-    _assert_one_line_error(done, "not prepared", "network is unreachable", "--data_source=sample")
+    assert_one_line_error(done, "not prepared", "network is unreachable", "--data_source=sample")
 
 
 def test_model_dir_with_a_checkpoint_of_another_model(tmp_path):
@@ -99,14 +91,14 @@ def test_model_dir_with_a_checkpoint_of_another_model(tmp_path):
                                str(tmp_path / "checkpoints"), max_to_keep=1).save()
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     done = run_module("recipes.mnist", f"--model_dir={tmp_path}", "--train_steps=2")
-    _assert_one_line_error(done, "holds a checkpoint", "does not fit this model", "new --model_dir")
+    assert_one_line_error(done, "holds a checkpoint", "does not fit this model", "new --model_dir")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
 def test_nan_loss(tmp_path):
     done = run_module("recipes.mnist", f"--model_dir={tmp_path}", "--learning_rate=1e30",
                       "--train_steps=50", "--steps_per_loop=10")
-    _assert_one_line_error(done, "training loss became nan", "lower --learning_rate")
+    assert_one_line_error(done, "training loss became nan", "lower --learning_rate")
     assert not (tmp_path / "model.keras").exists()
 
 
@@ -134,7 +126,7 @@ def test_run_stopped_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_
         assert process.returncode == 42, stderr[-3000:]
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("preempted: the platform is stopping the run") and "to resume" in last
-        saved_at = int(last.split("checkpoint at step ")[1].split(".")[0])
+        saved_at = saved_step(last)
         assert tf.train.latest_checkpoint(stopped_dir / "checkpoints").endswith(f"ckpt-{saved_at}")
 
     resumed = run_module("recipes.mnist", f"--model_dir={stopped_dir}", *args)

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, run_module, saved_step
 
 ARGS = ["--train_steps=20", "--batch_size=64", "--seed=7", "--steps_per_loop=10"]
 # Long enough to stop a worker mid-run, after the first checkpoint (step 50).
@@ -137,7 +137,7 @@ def test_a_preempted_worker_makes_the_cluster_save_and_resume_without_losing_ste
     for worker, output in zip(workers, outputs):
         assert worker.returncode == 42, output[-3000:]
         message = _message(output, "preempted")
-        saved_at.add(int(message.split("checkpoint at step ")[1].split(".")[0]))
+        saved_at.add(saved_step(message))
     assert len(saved_at) == 1  # Both workers saved at the same step.
     step = saved_at.pop()
     assert open(model_dir / "checkpoints" / "checkpoint").read().startswith(

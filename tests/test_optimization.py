@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import models
 from recipes import bigmodel, data, mnist, optimization, train
-from tests.conftest import run_module, shared_strategy
+from tests.conftest import assert_one_line_error, run_module, shared_strategy
 
 LR = 0.1
 
@@ -139,14 +139,6 @@ def test_early_stopping_stops_an_overfitting_run_and_keeps_the_best_epoch(tmp_pa
     assert metrics["validation_loss"] == pytest.approx(losses[best], abs=1e-5)
 
 
-def _assert_one_line_error(done, *fragments):
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), last
-    for fragment in fragments:
-        assert fragment in last, last
-
-
 @pytest.mark.parametrize("flags, fragments", [
     (["--batch_size=64", "--strategy=mirrored", "--num_cpu_devices=2", "--accum_steps=3"],
      ["--accum_steps=3 does not divide the per-replica batch of 32"]),
@@ -160,7 +152,7 @@ def _assert_one_line_error(done, *fragments):
 ])
 def test_flags_that_cannot_work_get_a_one_line_error(tmp_path, flags, fragments):
     done = run_module("recipes.mnist", f"--model_dir={tmp_path}", "--train_steps=2", *flags, timeout=120)
-    _assert_one_line_error(done, *fragments)
+    assert_one_line_error(done, *fragments)
 
 
 def test_tensorboard_logs_the_learning_rate_in_use_each_loop(tmp_path):
