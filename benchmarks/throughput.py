@@ -4,8 +4,8 @@ against what the hardware can do.
     python benchmarks/throughput.py                 # about 10 minutes on 2 CPU cores
     python benchmarks/throughput.py --quick         # the MNIST net only, 1 round
 
-Candidates, timed in one process in interleaved rounds (median of the rounds;
-warm-up and compilation left out):
+Each configuration runs in a fresh process, where its candidates are timed in
+interleaved rounds (median of the rounds; warm-up and compilation left out):
   * loop       the package's Trainer (recipes/train.py), as the recipes run it;
   * fit        the articles' `model.fit`: `compile()` at Keras' defaults;
   * fit_tuned  Keras' `fit` tuned: `jit_compile=True, steps_per_execution=100`;
@@ -17,11 +17,11 @@ forward pass is 2 per weight, the backward pass 4).
 It writes benchmarks/results/<device>.json and, with matplotlib, a PNG plot.
 """
 import argparse
-import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 
@@ -70,20 +70,9 @@ def _timed(run, batch_size, seconds):
     return measure
 
 
-_STRATEGIES = {}
-
-
-def _strategy(name):
-    """One strategy object per name: two MirroredStrategy objects in one process
-    share collective keys and fail on tensors of another shape (TF 2.21)."""
-    if name not in _STRATEGIES:
-        _STRATEGIES[name] = strategies.get_strategy(name, num_cpu_devices=2)
-    return _STRATEGIES[name]
-
-
 def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", strategy="default"):
     keras.mixed_precision.set_global_policy(precision)
-    strategy = _strategy(strategy)
+    strategy = strategies.get_strategy(strategy, num_cpu_devices=2)
     with strategy.scope():
         model = _build(model_name)
         optimizer = keras.optimizers.Adam()
@@ -204,23 +193,56 @@ FACTORIES = {"loop": loop_candidate, "fit": fit_candidate, "fit_tuned": fit_cand
              "torch": torch_candidate}
 
 
+def measure_configuration(index, quick, rounds, seconds):
+    """Interleaved rounds of one configuration's candidates: {candidate: median ex/s}."""
+    model_name, batch, _, _, candidates = configurations(quick, _torch_version())[index]
+    mnist = data.load_mnist("sample")
+    measures = {name: FACTORIES[name](model_name, mnist.x_train, mnist.y_train, batch, seconds, **kwargs)
+                for name, kwargs in candidates.items()}
+    rates = {name: [] for name in measures}
+    for _ in range(rounds):  # Interleaved, so drift in the machine hits every candidate.
+        for name, measure in measures.items():
+            rates[name].append(measure())
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def _in_child(index, args):
+    """`measure_configuration` in a fresh Python process. Run one after another in one
+    process, later configurations ran up to 40% slower (left-over threads and traced
+    programs of the earlier ones), so each configuration gets a clean process."""
+    command = [sys.executable, os.path.abspath(__file__), "--configuration", str(index),
+               "--rounds", str(args.rounds), "--seconds", str(args.seconds)] + ["--quick"] * args.quick
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"configuration {index} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _torch_version():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count())
+    return torch.__version__
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the MNIST net only, 1 round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/<device>.json)")
+    parser.add_argument("--configuration", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rounds = 1 if args.quick else args.rounds
-    try:
-        import torch
-        torch.set_num_threads(os.cpu_count())
-        torch_version = torch.__version__
-    except ImportError:
-        torch_version = None
-
-    mnist = data.load_mnist("sample")
-    x, y = mnist.x_train, mnist.y_train
+    if args.quick:
+        args.rounds = 1
+    if args.configuration is not None:  # A child of `_in_child`: one configuration.
+        print(json.dumps(measure_configuration(args.configuration, args.quick, args.rounds, args.seconds)))
+        return
+    torch_version = _torch_version()
+    rows = configurations(args.quick, torch_version)
     device = device_name()
     peaks = {"float32": matmul_gflops(tf.float32), "mixed_bfloat16": matmul_gflops(tf.bfloat16)}
     print(f"{device}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
@@ -230,20 +252,9 @@ def main():
           f"{'ex/s':>9}{'GFLOP/s':>9}{'of peak':>8}{'loop/x':>8}")
 
     results = []
-    for model_name, batch, precision, strategy_name, candidates in configurations(args.quick, torch_version):
+    for index, (model_name, batch, precision, strategy_name, candidates) in enumerate(rows):
         params = _build(model_name).count_params()
-        measures = {name: FACTORIES[name](model_name, x, y, batch, args.seconds, **kwargs)
-                    for name, kwargs in candidates.items()}
-        rates = {name: [] for name in measures}
-        for _ in range(rounds):  # Interleaved, so drift in the machine hits every candidate.
-            for name, measure in measures.items():
-                rates[name].append(measure())
-        # Free this configuration's models, iterators and prefetch threads before
-        # the next one, so that they cannot slow it down.
-        del measures
-        gc.collect()
-        keras.backend.clear_session()
-        medians = {name: statistics.median(r) for name, r in rates.items()}
+        medians = _in_child(index, args)
         for name, rate in medians.items():
             gflops = 6 * params * rate / 1e9
             peak = peaks[precision if name == "loop" else "float32"]

@@ -85,6 +85,39 @@ def load_mnist(source="auto", data_dir=None):
     return _mnist_sample()
 
 
+def load_cifar10(source="auto", data_dir=None):
+    """CIFAR-10 as uint8 images [N, 32, 32, 3] from tensorflow-datasets; offline
+    (`sample`, or `auto` without the network) the embedded MNIST sample instead,
+    since no package ships CIFAR-10."""
+    if source not in SOURCES:
+        raise RecipeError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if source in ("auto", "tfds"):
+        data = _load_tfds("cifar10", data_dir, required=source == "tfds")
+        if data is not None:
+            return data
+    print("CIFAR-10 cannot be had offline; training on the embedded MNIST sample instead.")
+    return _mnist_sample()
+
+
+def load_boston_rooms():
+    """The Boston housing table that mlxtend ships: average rooms per dwelling (the
+    house-size feature) against the median value in $1000s, for 506 tracts. Split
+    80/20 (fixed); x is standardized by the training split's mean and deviation,
+    which are returned too, so that thetas can be read in rooms. Returns
+    (ArrayData with x [N, 1] and y [N, 1] float32, mean, std)."""
+    from mlxtend.data import boston_housing_data
+    from sklearn.model_selection import train_test_split
+
+    x, y = boston_housing_data()
+    rooms = x[:, 5:6]
+    x_train, x_test, y_train, y_test = train_test_split(
+        rooms, y.reshape(-1, 1), test_size=0.2, random_state=SAMPLE_SPLIT_SEED)
+    mean, std = float(x_train.mean()), float(x_train.std())
+    as_float = lambda part: part.astype(np.float32)  # noqa: E731
+    return (ArrayData("boston_housing", "sample", as_float((x_train - mean) / std), as_float(y_train),
+                      as_float((x_test - mean) / std), as_float(y_test)), mean, std)
+
+
 def _load_tfds(name, data_dir, required):
     """Loads `name` from tensorflow-datasets, or returns None when it cannot be had
     quickly and `required` is False."""
@@ -107,7 +140,9 @@ def _load_tfds(name, data_dir, required):
     for split in ("train", "test"):
         chunks = list(tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True).batch(10_000)))
         x, y = (np.concatenate(parts) for parts in zip(*chunks))
-        arrays[split] = (x.reshape(x.shape[:3]), y.astype(np.int32))  # [N, 28, 28, 1] -> [N, 28, 28]
+        if x.shape[-1] == 1:
+            x = x.reshape(x.shape[:3])  # Grey images: [N, 28, 28, 1] -> [N, 28, 28].
+        arrays[split] = (x, y.astype(np.int32))
     return ArrayData(name, "tfds", *arrays["train"], *arrays["test"])
 
 

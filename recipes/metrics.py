@@ -8,13 +8,15 @@ as scikit-learn's `average="macro"` does.
 """
 import keras
 from keras import ops
+import numpy as np
 
 # AUC thresholds spaced evenly in logit space, so that saturated sigmoid and
 # softmax outputs (0.999...) still fall between thresholds and the AUC is close
 # to the exact one (scikit-learn's) rather than a coarse 200-bucket estimate.
 NUM_AUC_THRESHOLDS = 2000
-AUC_THRESHOLDS = ops.convert_to_numpy(
-    ops.sigmoid(ops.linspace(-16.0, 16.0, NUM_AUC_THRESHOLDS - 2))).tolist()
+# NumPy, not TensorFlow: an op at import time would fix the devices before
+# --num_cpu_devices can split the CPU.
+AUC_THRESHOLDS = (1 / (1 + np.exp(-np.linspace(-16.0, 16.0, NUM_AUC_THRESHOLDS - 2)))).tolist()
 
 
 def _one_hot(y_true, y_pred):

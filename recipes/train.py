@@ -20,6 +20,7 @@ import tensorflow as tf
 
 import strategies
 from recipes import data as data_lib
+from recipes import metrics, optimization
 from recipes.errors import Preempted, RecipeError
 
 
@@ -324,14 +325,15 @@ def _sigterm_event():
 
 
 def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
-                       preprocess, recipe, train_metrics_fn=None):
+                       preprocess, recipe, train_metrics_fn=None, extra_metrics=None):
     """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
 
     With a validation split (`data.x_val`), it is evaluated after every epoch;
     `config.early_stopping_patience` stops on its loss and restores the best
     epoch's weights (a split is carved from the training set if there is none).
     `metrics_fn` gives the metrics for evaluation, `train_metrics_fn` (default:
-    the same) those followed during training.
+    the same) those followed during training. `extra_metrics` (a dict) goes into
+    metrics.json as it is: a recipe's baselines, say.
 
     Resumes from the latest checkpoint in `config.model_dir`. Writes there:
     checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json.
@@ -349,11 +351,12 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, met
         return _train_and_evaluate(
             config, strategy, model, optimizer, data, loss_fn=loss_fn, metrics_fn=metrics_fn,
             train_metrics_fn=train_metrics_fn, preprocess=preprocess, recipe=recipe,
-            chief=chief, write_dir=write_dir, sigterm=sigterm, stack=stack)
+            extra_metrics=extra_metrics or {}, chief=chief, write_dir=write_dir, sigterm=sigterm, stack=stack)
 
 
 def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, metrics_fn,
-                        train_metrics_fn, preprocess, recipe, chief, write_dir, sigterm, stack):
+                        train_metrics_fn, preprocess, recipe, extra_metrics, chief, write_dir, sigterm,
+                        stack):
     start_time = time.time()
     model_dir = config.model_dir
     batch_size = config.batch_size
@@ -401,7 +404,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         validation = data_lib.eval_dataset(strategy, data.x_val, data.y_val, batch_size,
                                            preprocess=preprocess)
         validation_writer = _summary_writer(chief, model_dir, "validation")
-    validation_losses = []
+    validation_losses, train_losses = [], []
     early_stopping = None
     if config.early_stopping_patience:
         # Keras' own callback, driven by hand: it keeps the best epoch's weights.
@@ -449,6 +452,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
             manager.save(checkpoint_number=step)
         preemption.check(manager, step)
         if step % steps_per_epoch == 0:
+            train_losses.append(results["loss"])  # This run's epochs; a resumed one starts afresh.
             trainer.reset_train_metrics()
             progbar = None
             if validation is not None:
@@ -482,6 +486,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         "recipe": recipe,
         **{f"test_{name}": value for name, value in test.items()},
         **{f"validation_{name}": value for name, value in final_validation.items()},
+        "train_loss_by_epoch": train_losses,
         "validation_loss_by_epoch": validation_losses,
         "stopped_early": bool(early_stopping is not None and model.stop_training),
         "best_epoch": (early_stopping.best_epoch + 1
@@ -499,6 +504,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, loss_fn, me
         "num_test_examples": len(data.x_test),
         "wall_seconds": round(time.time() - start_time, 2),
         "tensorflow_version": tf.__version__,
+        **extra_metrics,
     }
     _write_artifacts(model, write_dir, metrics)
     print(f"Test: {_format(test)}; "
@@ -552,3 +558,22 @@ def _write_artifacts(model, model_dir, metrics):
     model.export(os.path.join(model_dir, "saved_model"), verbose=False)
     with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json"), "w") as f:  # gs:// too.
         json.dump(metrics, f, indent=2)
+
+
+def train_classifier(config, strategy, dataset, build_model, *, recipe, preprocess,
+                     extra_metrics=None):
+    """The whole run for a softmax classifier on integer labels: seeds and precision,
+    `build_model(num_classes)` and the optimizer under the strategy's scope, then
+    `train_and_evaluate` with sparse cross-entropy, accuracy while training, and
+    accuracy, precision, recall, F1 and AUC-ROC in evaluation."""
+    set_up_run(config)
+    num_classes = int(dataset.y_train.max()) + 1
+    with strategy.scope():
+        model = build_model(num_classes)
+        optimizer = optimization.make_optimizer(config)
+    return train_and_evaluate(
+        config, strategy, model, optimizer, dataset,
+        loss_fn=keras.losses.sparse_categorical_crossentropy,
+        metrics_fn=lambda: metrics.classification(num_classes),
+        train_metrics_fn=lambda: metrics.accuracy(num_classes),
+        preprocess=preprocess, recipe=recipe, extra_metrics=extra_metrics)

@@ -13,7 +13,16 @@ import os
 import socket
 
 from absl import logging
-import tensorflow as tf
+
+# TensorFlow's default CPU allocator returns every large buffer to the OS when it is
+# freed, so each step page-faults its activations, gradients and optimizer
+# temporaries in afresh. The BFC allocator (the one GPUs use) keeps and reuses them:
+# a mirrored MNIST run at batch 1024 went from 5.2M to 1.7M page faults and from
+# 7,800 to 11,700 examples/s. It must be chosen before TensorFlow creates its
+# devices; a value the user exported wins.
+os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+import tensorflow as tf  # noqa: E402
 
 NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 ALL_REDUCE_ALGS = ("auto", "nccl", "hierarchical_copy", "ring")

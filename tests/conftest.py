@@ -52,10 +52,11 @@ def run_module(module, *args, timeout=300):
         timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
-def run_python(code, timeout=300):
-    """Runs Python `code` in a fresh process; returns its stripped stdout."""
+def run_python(code, timeout=300, env=None):
+    """Runs Python `code` in a fresh process (environment `env`, default this one's);
+    returns its stripped stdout."""
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip()
 

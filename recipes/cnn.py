@@ -1,0 +1,49 @@
+r"""The articles' CNN (two convolutions with max pooling, two dense layers).
+
+    python -m recipes.cnn
+    python -m recipes.cnn --strategy=mirrored --num_cpu_devices=2
+
+Connected, it trains on CIFAR-10 from tensorflow-datasets (50,000 / 10,000 colour
+images, 32x32x3). Offline, on the embedded MNIST sample (4,500 train / 500 test
+digits): 10 epochs take about 40 s on a 2-core CPU and reach 97-98% test
+accuracy (README, "CNN").
+"""
+import dataclasses
+
+from absl import flags
+
+import models
+from recipes import data, errors, train
+from recipes import flags as recipe_flags
+
+FLAGS = flags.FLAGS
+
+RECIPE_DEFAULTS = dict(epochs=10, batch_size=64)
+
+
+def with_channels(dataset):
+    """Grey images [N, H, W] -> [N, H, W, 1], the layout Conv2D reads."""
+    if dataset.x_train.ndim == 4:
+        return dataset
+    return dataclasses.replace(dataset, x_train=dataset.x_train[..., None],
+                               x_test=dataset.x_test[..., None])
+
+
+def run(config, strategy, dataset):
+    """Trains and evaluates the CNN; a seam for tests to pass their own parts."""
+    dataset = with_channels(dataset)
+    return train.train_classifier(
+        config, strategy, dataset,
+        lambda num_classes: models.cnn(input_shape=dataset.x_train.shape[1:], num_classes=num_classes),
+        recipe="cnn", preprocess=data.scale_pixels)
+
+
+def main(argv):
+    del argv  # Unused.
+    strategy = recipe_flags.strategy_from_flags()
+    config = recipe_flags.train_config("cnn", strategy, **RECIPE_DEFAULTS)
+    run(config, strategy, data.load_cifar10(FLAGS.data_source, FLAGS.data_dir))
+
+
+if __name__ == "__main__":
+    errors.run(main)

@@ -1,0 +1,81 @@
+r"""The articles' hand-worked sigmoid neuron: one gradient-descent step, every
+intermediate printed.
+
+    python -m recipes.neuron
+    python -m recipes.neuron --strategy=mirrored --num_cpu_devices=2
+
+W = [0.1, -0.2], b = 0.3, input x = [0.5, 0.6], target t = 0.7, loss
+L = (t - y)^2, learning rate 0.1. It prints z = 0.23, y = 0.5572479,
+L = 0.0203782, dL/dW = [-0.0352202, -0.0422642], dL/db = -0.0704404,
+new W = [0.1035220, -0.1957736], new b = 0.3070440. The step itself is the
+shared loop's GradientTape step with plain SGD; each replica gets a copy of the
+one example, so every strategy takes exactly the same step. Under a second.
+"""
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+import models
+from recipes import data, errors, optimization, train
+from recipes import flags as recipe_flags
+
+FLAGS = flags.FLAGS
+
+INPUT = [0.5, 0.6]
+TARGET = 0.7
+RECIPE_DEFAULTS = dict(optimizer="sgd", learning_rate=0.1, train_steps=1)
+
+
+def worked_step(weights, bias, x, target):
+    """The forward and backward pass written out with a GradientTape: a dict of every
+    intermediate, as the article works them."""
+    w = tf.Variable(np.reshape(weights, (-1, 1)), dtype=tf.float64)
+    b = tf.Variable([bias], dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        z = tf.matmul(tf.constant([x], tf.float64), w) + b
+        y = tf.sigmoid(z)
+        loss = (target - y) ** 2
+    grad_w, grad_b = tape.gradient(loss, [w, b])
+    return {"z": float(z[0, 0]), "y": float(y[0, 0]), "L": float(loss[0, 0]),
+            "dL/dW": grad_w[:, 0].numpy().tolist(), "dL/db": float(grad_b[0])}
+
+
+def _print(values):
+    for name, value in values.items():
+        shown = ", ".join(f"{v:.7f}" for v in np.ravel(value))
+        print(f"{name:>6} = " + (f"[{shown}]" if isinstance(value, list) else shown))
+
+
+def run(config, strategy):
+    train.set_up_run(config)
+    with strategy.scope():
+        model = models.sigmoid_neuron()
+        optimizer = optimization.make_optimizer(config)
+    kernel, bias = model.get_layer("neuron").get_weights()
+    worked = worked_step(kernel[:, 0], float(bias[0]), INPUT, TARGET)
+    _print(worked)
+    copies = max(config.batch_size, strategy.num_replicas_in_sync)
+    x = np.tile(np.float32([INPUT]), (copies, 1))
+    y = np.full((copies, 1), TARGET, np.float32)
+    example = data.ArrayData("one example", "sample", x, y, x, y)
+    config.batch_size = copies
+    results = train.train_and_evaluate(
+        config, strategy, model, optimizer, example,
+        loss_fn=keras.losses.mean_squared_error, metrics_fn=lambda: [],
+        preprocess=lambda inputs: inputs, recipe="neuron", extra_metrics=worked)
+    kernel, bias = model.get_layer("neuron").get_weights()
+    new = {"new W": kernel[:, 0].tolist(), "new b": float(bias[0])}
+    _print(new)
+    return {**results, **new}
+
+
+def main(argv):
+    del argv  # Unused.
+    strategy = recipe_flags.strategy_from_flags()
+    config = recipe_flags.train_config("neuron", strategy, batch_size=1, **RECIPE_DEFAULTS)
+    run(config, strategy)
+
+
+if __name__ == "__main__":
+    errors.run(main)
