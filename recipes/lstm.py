@@ -18,7 +18,7 @@ from recipes import flags as recipe_flags
 
 FLAGS = flags.FLAGS
 
-RECIPE_DEFAULTS = dict(epochs=10, batch_size=64)
+RECIPE_DEFAULTS = dict(epochs=20, batch_size=64)
 
 
 def majority_class_accuracy(y_train, y_test):
