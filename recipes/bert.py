@@ -19,7 +19,7 @@ from absl import flags
 import numpy as np
 
 import models
-from recipes import errors, optimization, text, train
+from recipes import errors, metrics, optimization, text, train
 from recipes import flags as recipe_flags
 
 flags.DEFINE_integer("pretrain_epochs", 8, "Epochs of masked-language-model pre-training.")
@@ -68,8 +68,7 @@ def run(config, strategy, pretraining, fine_tuning, tokenizer, *, pretrain_epoch
     after = pretrained["test_loss"]
     print(f"Masked-language-model loss: {before:.3f} before pre-training, {after:.3f} after.")
 
-    counts = np.bincount(fine_tuning.y_train)
-    baseline = float(np.mean(fine_tuning.y_test == counts.argmax()))
+    baseline = metrics.majority_class_accuracy(fine_tuning.y_train, fine_tuning.y_test)
     results = train.train_classifier(
         config, strategy, fine_tuning,
         lambda num_classes: models.BertClassifier(encoder, num_classes),

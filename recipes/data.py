@@ -76,26 +76,29 @@ def network_available(address=_DOWNLOAD_HOST, timeout=3.0):
 
 def load_mnist(source="auto", data_dir=None):
     """MNIST as uint8 images [N, 28, 28] and int32 labels [N]."""
-    if source not in SOURCES:
-        raise RecipeError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
-    if source in ("auto", "tfds"):
-        data = _load_tfds("mnist", data_dir, required=source == "tfds")
-        if data is not None:
-            return data
-    return _mnist_sample()
+    return _tfds_or_mnist_sample("mnist", source, data_dir)
 
 
 def load_cifar10(source="auto", data_dir=None):
     """CIFAR-10 as uint8 images [N, 32, 32, 3] from tensorflow-datasets; offline
     (`sample`, or `auto` without the network) the embedded MNIST sample instead,
     since no package ships CIFAR-10."""
+    return _tfds_or_mnist_sample(
+        "cifar10", source, data_dir,
+        offline_note="CIFAR-10 cannot be had offline; training on the embedded MNIST sample instead.")
+
+
+def _tfds_or_mnist_sample(name, source, data_dir, offline_note=None):
+    """`name` from tensorflow-datasets as `source` allows, else the embedded MNIST
+    sample (printing `offline_note`, if any, first)."""
     if source not in SOURCES:
         raise RecipeError(f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}")
     if source in ("auto", "tfds"):
-        data = _load_tfds("cifar10", data_dir, required=source == "tfds")
+        data = _load_tfds(name, data_dir, required=source == "tfds")
         if data is not None:
             return data
-    print("CIFAR-10 cannot be had offline; training on the embedded MNIST sample instead.")
+    if offline_note:
+        print(offline_note)
     return _mnist_sample()
 
 

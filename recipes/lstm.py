@@ -10,10 +10,9 @@ accuracy is the majority class of the training labels, scored on the test set
 measured figures.
 """
 from absl import flags
-import numpy as np
 
 import models
-from recipes import data, errors, train
+from recipes import data, errors, metrics, train
 from recipes import flags as recipe_flags
 
 FLAGS = flags.FLAGS
@@ -21,14 +20,9 @@ FLAGS = flags.FLAGS
 RECIPE_DEFAULTS = dict(epochs=20, batch_size=64)
 
 
-def majority_class_accuracy(y_train, y_test):
-    """Test accuracy of always answering the most common training label."""
-    return float(np.mean(y_test == np.bincount(y_train).argmax()))
-
-
 def run(config, strategy, dataset):
     """Trains and evaluates the LSTM; a seam for tests to pass their own parts."""
-    baseline = majority_class_accuracy(dataset.y_train, dataset.y_test)
+    baseline = metrics.majority_class_accuracy(dataset.y_train, dataset.y_test)
     results = train.train_classifier(
         config, strategy, dataset,
         lambda num_classes: models.lstm_classifier(input_shape=dataset.x_train.shape[1:],

@@ -111,3 +111,9 @@ def classification(num_classes):
         metric.update_state(y_true, y_pred)
         metric.reset_state()
     return metrics
+
+
+def majority_class_accuracy(y_train, y_test):
+    """The baseline a classifier must beat: test accuracy of always answering the
+    most common training label (integer labels)."""
+    return float(np.mean(y_test == np.bincount(y_train).argmax()))
