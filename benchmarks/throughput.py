@@ -6,7 +6,7 @@ against what the hardware can do.
 
 Each configuration runs in a fresh process, where its candidates are timed in
 interleaved rounds (median of the rounds; warm-up and compilation left out):
-  * loop       the package's Trainer (recipes/train.py), as the recipes run it;
+  * loop       the package's Trainer (recipes/core/step.py), as the recipes run it;
   * fit        the articles' `model.fit`: `compile()` at Keras' defaults;
   * fit_tuned  Keras' `fit` tuned: `jit_compile=True, steps_per_execution=100`;
   * torch      a hand-written PyTorch eager loop, when PyTorch is installed.
@@ -29,10 +29,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("RECIPES_OFFLINE", "1")
 
 import strategies  # noqa: E402
+from recipes.core import entry  # noqa: E402
 
-# Two logical CPU devices, so that `mirrored` runs two real replicas on a CPU; this
-# must happen before TensorFlow starts. (The default strategy uses the first one,
-# with the same thread pools.)
+# A recipe's process set-up (the BFC CPU allocator, quiet logs), then two logical
+# CPU devices, so that `mirrored` runs two real replicas on a CPU; both must happen
+# before TensorFlow starts. (The default strategy uses the first device, with the
+# same thread pools.)
+entry.set_up_process()
 strategies.configure_cpu_devices(2)
 
 import keras  # noqa: E402
@@ -40,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
-from recipes import data, train  # noqa: E402
+from recipes.core import data, step  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = {"mnist_dense": models.mnist_dense, "bigmodel": lambda: models.BigModel(num_classes=10)}
@@ -76,7 +79,7 @@ def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", s
     with strategy.scope():
         model = _build(model_name)
         optimizer = keras.optimizers.Adam()
-    trainer = train.Trainer(
+    trainer = step.Trainer(
         strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
         lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")], batch_size)
     keras.mixed_precision.set_global_policy("float32")

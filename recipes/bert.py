@@ -12,6 +12,10 @@ and after pre-training and the fine-tuned test accuracy against the
 majority-class baseline. The pre-training run goes to <model_dir>/pretrain, the
 classifier to <model_dir>. About 3 minutes on a 2-core CPU; README, "BERT".
 """
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.set_up_process()
+
 import dataclasses
 import os
 
@@ -19,8 +23,8 @@ from absl import flags
 import numpy as np
 
 import models
-from recipes import errors, metrics, optimization, text, train
-from recipes import flags as recipe_flags
+from recipes.core import metrics, text, train
+from recipes.core import flags as recipe_flags
 
 flags.DEFINE_integer("pretrain_epochs", 8, "Epochs of masked-language-model pre-training.")
 flags.DEFINE_float("pretrain_learning_rate", 1e-3, "Learning rate of the pre-training.")
@@ -47,24 +51,23 @@ def mean_loss(model, loss_fn, x, y, batch_size=64):
 def run(config, strategy, pretraining, fine_tuning, tokenizer, *, pretrain_epochs=8,
         pretrain_learning_rate=1e-3, hidden_size=128, num_layers=2, num_heads=4):
     """Pre-trains, then fine-tunes; a seam for tests to pass their own parts."""
-    train.set_up_run(config)
     length = pretraining.x_train.shape[1]
     pre_config = dataclasses.replace(config, model_dir=os.path.join(config.model_dir, "pretrain"),
                                      epochs=pretrain_epochs, learning_rate=pretrain_learning_rate)
+    train.set_up_run(config, strategy)  # Once: the fine-tuning continues the same random streams.
     with strategy.scope():
         encoder = models.BertEncoder(tokenizer.vocab_size, length, hidden_size=hidden_size,
                                      num_layers=num_layers, num_heads=num_heads,
                                      intermediate_size=2 * hidden_size)
         pretrainer = models.BertPretrainer(encoder)
         pretrainer.build((None, length))
-        optimizer = optimization.make_optimizer(pre_config)
     before = mean_loss(pretrainer, text.masked_lm_loss, pretraining.x_test, pretraining.y_test)
     print(f"Masked-language-model loss before pre-training: {before:.3f} "
           f"(ln of the vocabulary: {np.log(tokenizer.vocab_size):.3f})")
-    pretrained = train.train_and_evaluate(
-        pre_config, strategy, pretrainer, optimizer, pretraining,
-        loss_fn=text.masked_lm_loss, metrics_fn=lambda: [], preprocess=lambda ids: ids,
-        recipe="bert_pretrain", extra_metrics={"mlm_loss_before": before})
+    pretrained, _ = train.train_model(
+        pre_config, strategy, pretraining, lambda: pretrainer, loss_fn=text.masked_lm_loss,
+        metrics_fn=list, preprocess=lambda ids: ids, recipe="bert_pretrain",
+        extra_metrics={"mlm_loss_before": before}, set_up=False)
     after = pretrained["test_loss"]
     print(f"Masked-language-model loss: {before:.3f} before pre-training, {after:.3f} after.")
 
@@ -75,7 +78,7 @@ def run(config, strategy, pretraining, fine_tuning, tokenizer, *, pretrain_epoch
         recipe="bert", preprocess=lambda ids: ids,
         extra_metrics={"mlm_loss_before": before, "mlm_loss_after": after,
                        "topics": list(text.TOPICS), "baseline": "majority class",
-                       "baseline_accuracy": baseline})
+                       "baseline_accuracy": baseline}, set_up=False)
     print(f"Fine-tuned test accuracy {results['test_accuracy']:.2%} against {baseline:.2%} for "
           "the majority class baseline.")
     return results
@@ -83,8 +86,8 @@ def run(config, strategy, pretraining, fine_tuning, tokenizer, *, pretrain_epoch
 
 def main(argv):
     del argv  # Unused.
+    config = recipe_flags.train_config("bert", **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
-    config = recipe_flags.train_config("bert", strategy, **RECIPE_DEFAULTS)
     pretraining, fine_tuning, tokenizer = text.load(FLAGS.max_length, FLAGS.vocab_size, FLAGS.mask_copies)
     print(f"Pre-training: {pretraining.describe()}; fine-tuning: {fine_tuning.describe()}; "
           f"{tokenizer.vocab_size} token ids.")
@@ -94,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

@@ -9,12 +9,16 @@ mnist: the articles' input. Offline, the 5,000 embedded digits split into
 breast_cancer: scikit-learn's 569-tumour table (364 / 91 / 114); a few seconds.
 Measured results are in the README ("BigModel").
 """
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.set_up_process()
+
 from absl import flags
 import keras
 
 import models
-from recipes import data, errors, metrics, optimization, train
-from recipes import flags as recipe_flags
+from recipes.core import data, metrics, train
+from recipes.core import flags as recipe_flags
 
 flags.DEFINE_enum("task", "mnist", ["mnist", "breast_cancer"],
                   "mnist: 10 digit classes; breast_cancer: benign vs malignant.")
@@ -35,19 +39,16 @@ RECIPE_DEFAULTS = {"mnist": dict(epochs=20, batch_size=64),
 
 def run(config, strategy, dataset, task):
     """Trains and evaluates BigModel on `task`; a seam for tests to pass their own parts."""
-    train.set_up_run(config)
     spec = TASKS[task]
-    with strategy.scope():
-        model = models.BigModel(num_classes=spec["num_classes"], dropout_rate=config.dropout_rate,
-                                l2=config.l2)
-        optimizer = optimization.make_optimizer(config)
-    return train.train_and_evaluate(
-        config, strategy, model, optimizer, dataset,
+    results, _ = train.train_model(
+        config, strategy, dataset,
+        lambda: models.BigModel(num_classes=spec["num_classes"], dropout_rate=config.dropout_rate,
+                                l2=config.l2),
         loss_fn=spec["loss_fn"],
         metrics_fn=lambda: metrics.classification(spec["num_classes"]),
         train_metrics_fn=lambda: metrics.accuracy(spec["num_classes"]),
-        preprocess=spec["preprocess"],
-        recipe=f"bigmodel_{task}")
+        preprocess=spec["preprocess"], recipe=f"bigmodel_{task}")
+    return results
 
 
 def load(task):
@@ -58,11 +59,10 @@ def load(task):
 
 def main(argv):
     del argv  # Unused.
+    config = recipe_flags.train_config(f"bigmodel_{FLAGS.task}", **RECIPE_DEFAULTS[FLAGS.task])
     strategy = recipe_flags.strategy_from_flags()
-    config = recipe_flags.train_config(f"bigmodel_{FLAGS.task}", strategy,
-                                       **RECIPE_DEFAULTS[FLAGS.task])
     run(config, strategy, load(FLAGS.task), FLAGS.task)
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

@@ -8,13 +8,17 @@ images, 32x32x3). Offline, on the embedded MNIST sample (4,500 train / 500 test
 digits): 10 epochs take about 40 s on a 2-core CPU and reach 97-98% test
 accuracy (README, "CNN").
 """
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.set_up_process()
+
 import dataclasses
 
 from absl import flags
 
 import models
-from recipes import data, errors, train
-from recipes import flags as recipe_flags
+from recipes.core import data, train
+from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
 
@@ -40,10 +44,10 @@ def run(config, strategy, dataset):
 
 def main(argv):
     del argv  # Unused.
+    config = recipe_flags.train_config("cnn", **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
-    config = recipe_flags.train_config("cnn", strategy, **RECIPE_DEFAULTS)
     run(config, strategy, data.load_cifar10(FLAGS.data_source, FLAGS.data_dir))
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

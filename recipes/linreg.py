@@ -10,12 +10,16 @@ dwelling (the house-size feature), standardized; y = median value in $1000s;
 epochs, a second or two) reaches the least-squares line; it prints the thetas, in
 standardized units and in rooms, and the test MSE (README, "Linear regression").
 """
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.set_up_process()
+
 from absl import flags
 import keras
 
 import models
-from recipes import data, errors, optimization, train
-from recipes import flags as recipe_flags
+from recipes.core import data, train
+from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
 
@@ -32,13 +36,9 @@ def thetas(model):
 
 def run(config, strategy, dataset, mean, std):
     """Fits the line; `mean` and `std` of the rooms turn the thetas back into rooms."""
-    train.set_up_run(config)
-    with strategy.scope():
-        model = models.linear_regression()
-        optimizer = optimization.make_optimizer(config)
-    results = train.train_and_evaluate(
-        config, strategy, model, optimizer, dataset,
-        loss_fn=keras.losses.mean_squared_error, metrics_fn=lambda: [],
+    results, model = train.train_model(
+        config, strategy, dataset, models.linear_regression,
+        loss_fn=keras.losses.mean_squared_error, metrics_fn=list,
         preprocess=lambda x: x, recipe="linreg",
         extra_metrics={"rooms_mean": mean, "rooms_std": std})
     theta0, theta1 = thetas(model)
@@ -54,9 +54,9 @@ def main(argv):
     dataset, mean, std = data.load_boston_rooms()
     # The whole training set in every step (a multiple of the replicas, so they split it).
     full_batch = len(dataset.x_train) // strategy.num_replicas_in_sync * strategy.num_replicas_in_sync
-    config = recipe_flags.train_config("linreg", strategy, batch_size=full_batch, **RECIPE_DEFAULTS)
+    config = recipe_flags.train_config("linreg", batch_size=full_batch, **RECIPE_DEFAULTS)
     run(config, strategy, dataset, mean, std)
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

@@ -9,11 +9,15 @@ accuracy is the majority class of the training labels, scored on the test set
 (what a model that ignores the pixels gets: 10% here). README, "LSTM", has the
 measured figures.
 """
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.set_up_process()
+
 from absl import flags
 
 import models
-from recipes import data, errors, metrics, train
-from recipes import flags as recipe_flags
+from recipes.core import data, metrics, train
+from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
 
@@ -36,10 +40,10 @@ def run(config, strategy, dataset):
 
 def main(argv):
     del argv  # Unused.
+    config = recipe_flags.train_config("lstm", **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
-    config = recipe_flags.train_config("lstm", strategy, **RECIPE_DEFAULTS)
     run(config, strategy, data.load_mnist(FLAGS.data_source, FLAGS.data_dir))
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

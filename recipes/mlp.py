@@ -7,11 +7,15 @@ like the article: the average training loss of every epoch, then the accuracy.
 Offline, on the embedded MNIST sample (4,500 train / 500 test digits), 5 epochs
 take about 10 s on a 2-core CPU. README, "Two-layer MLP", has the figures.
 """
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.set_up_process()
+
 from absl import flags
 
 import models
-from recipes import data, errors, train
-from recipes import flags as recipe_flags
+from recipes.core import data, train
+from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
 
@@ -32,10 +36,10 @@ def run(config, strategy, dataset):
 
 def main(argv):
     del argv  # Unused.
+    config = recipe_flags.train_config("mlp")
     strategy = recipe_flags.strategy_from_flags()
-    config = recipe_flags.train_config("mlp", strategy)
     run(config, strategy, data.load_mnist(FLAGS.data_source, FLAGS.data_dir))
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

@@ -11,17 +11,24 @@ new W = [0.1035220, -0.1957736], new b = 0.3070440. The step itself is the
 shared loop's GradientTape step with plain SGD; each replica gets a copy of the
 one example, so every strategy takes exactly the same step. Under a second.
 """
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.set_up_process()
+
+import dataclasses
+
 from absl import flags
 import keras
 import numpy as np
 import tensorflow as tf
 
 import models
-from recipes import data, errors, optimization, train
-from recipes import flags as recipe_flags
+from recipes.core import data, train
+from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
 
+WEIGHTS, BIAS = (0.1, -0.2), 0.3
 INPUT = [0.5, 0.6]
 TARGET = 0.7
 RECIPE_DEFAULTS = dict(optimizer="sgd", learning_rate=0.1, train_steps=1)
@@ -48,21 +55,16 @@ def _print(values):
 
 
 def run(config, strategy):
-    train.set_up_run(config)
-    with strategy.scope():
-        model = models.sigmoid_neuron()
-        optimizer = optimization.make_optimizer(config)
-    kernel, bias = model.get_layer("neuron").get_weights()
-    worked = worked_step(kernel[:, 0], float(bias[0]), INPUT, TARGET)
-    _print(worked)
     copies = max(config.batch_size, strategy.num_replicas_in_sync)
+    config = dataclasses.replace(config, batch_size=copies)
     x = np.tile(np.float32([INPUT]), (copies, 1))
     y = np.full((copies, 1), TARGET, np.float32)
     example = data.ArrayData("one example", "sample", x, y, x, y)
-    config.batch_size = copies
-    results = train.train_and_evaluate(
-        config, strategy, model, optimizer, example,
-        loss_fn=keras.losses.mean_squared_error, metrics_fn=lambda: [],
+    worked = worked_step(WEIGHTS, BIAS, INPUT, TARGET)
+    _print(worked)
+    results, model = train.train_model(
+        config, strategy, example, lambda: models.sigmoid_neuron(WEIGHTS, BIAS),
+        loss_fn=keras.losses.mean_squared_error, metrics_fn=list,
         preprocess=lambda inputs: inputs, recipe="neuron", extra_metrics=worked)
     kernel, bias = model.get_layer("neuron").get_weights()
     new = {"new W": kernel[:, 0].tolist(), "new b": float(bias[0])}
@@ -72,10 +74,10 @@ def run(config, strategy):
 
 def main(argv):
     del argv  # Unused.
+    config = recipe_flags.train_config("neuron", batch_size=1, **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
-    config = recipe_flags.train_config("neuron", strategy, batch_size=1, **RECIPE_DEFAULTS)
     run(config, strategy)
 
 
 if __name__ == "__main__":
-    errors.run(main)
+    entry.run(main)

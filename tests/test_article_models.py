@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import models
 from recipes import neuron
-from tests.conftest import run_python
+from tests.helpers import run_python
 
 BERT_SIZE = dict(vocab_size=100, max_length=16, hidden_size=32, num_layers=2, num_heads=4,
                  intermediate_size=64)

@@ -1,6 +1,7 @@
 """The other articles' recipes: one or two steps of each under both strategies, and
 what each must show (CNN floor, BERT pre-training, linear regression against the
 closed form, the neuron's figures, the MLP's report)."""
+import dataclasses
 import functools
 import json
 import re
@@ -8,8 +9,10 @@ import re
 import numpy as np
 import pytest
 
-from recipes import bert, cnn, data, linreg, lstm, mlp, neuron, text, train
-from tests.conftest import run_module, run_python, shared_strategy
+from recipes import bert, cnn, linreg, lstm, mlp, neuron
+from recipes.core import data, text
+from recipes.core.config import TrainConfig
+from tests.helpers import run_module, run_python, shared_strategy
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,7 +29,7 @@ def _run_two_steps(name, config, strategy, mnist):
         dataset, mean, std = data.load_boston_rooms()
         return linreg.run(config, strategy, dataset, mean, std), dataset.x_test[:4]
     if name == "neuron":
-        config.batch_size = 1  # One copy of the example per replica.
+        config = dataclasses.replace(config, batch_size=1)  # One copy of the example per replica.
         return neuron.run(config, strategy), np.float32([neuron.INPUT])
     recipe = {"cnn": cnn, "lstm": lstm, "mlp": mlp}[name]
     x = mnist.x_test[:4].astype(np.float32) / 255
@@ -44,7 +47,7 @@ print("ok")
 
 @pytest.mark.parametrize("name", ["cnn", "lstm", "mlp", "linreg", "neuron", "bert"])
 def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy, name, mnist):
-    config = train.TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
+    config = TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
     results, x = _run_two_steps(name, config, strategy, mnist)
     assert results["steps"] == 2 and results["num_replicas"] == strategy.num_replicas_in_sync
     assert np.isfinite(results["test_loss"])
@@ -60,14 +63,14 @@ def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy, name, 
 
 
 def test_lstm_reports_the_majority_class_baseline(tmp_path, mnist):
-    config = train.TrainConfig(model_dir=str(tmp_path), batch_size=64, train_steps=2)
+    config = TrainConfig(model_dir=str(tmp_path), batch_size=64, train_steps=2)
     results = lstm.run(config, shared_strategy("default"), mnist)
     assert results["baseline_accuracy"] == pytest.approx(0.1)  # 50 test digits of each class.
 
 
 def test_linear_regression_reaches_the_closed_form_least_squares_line(tmp_path, strategy):
     dataset, mean, std = data.load_boston_rooms()
-    config = train.TrainConfig(model_dir=str(tmp_path), batch_size=len(dataset.x_train), optimizer="sgd",
+    config = TrainConfig(model_dir=str(tmp_path), batch_size=len(dataset.x_train), optimizer="sgd",
                                learning_rate=0.1, epochs=100, checkpoint_steps=100)
     results = linreg.run(config, strategy, dataset, mean, std)
     design = np.hstack([np.ones_like(dataset.x_train), dataset.x_train]).astype(np.float64)

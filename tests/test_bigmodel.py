@@ -3,15 +3,17 @@ import json
 
 import pytest
 
-from recipes import bigmodel, data, train
-from tests.conftest import run_module, run_python
+from recipes import bigmodel
+from recipes.core import data
+from recipes.core.config import TrainConfig
+from tests.helpers import run_module, run_python
 
 SKLEARN_SCORES = """
 import json, sys
 import keras, numpy as np
 from sklearn import metrics
 import models
-from recipes import data
+from recipes.core import data
 
 task, model_dir = sys.argv[1], sys.argv[2]
 model = keras.models.load_model(model_dir + "/model.keras")
@@ -57,7 +59,7 @@ def test_readme_command_reaches_its_floor_and_its_metrics_match_sklearn(tmp_path
 @pytest.mark.parametrize("task", ["mnist", "breast_cancer"])
 def test_two_steps_of_each_task_under_each_strategy(tmp_path, strategy, task, mnist):
     dataset = mnist.with_validation_split() if task == "mnist" else data.load_breast_cancer()
-    config = train.TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
+    config = TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
     metrics = bigmodel.run(config, strategy, dataset, task)
     assert metrics["steps"] == 2 and metrics["num_replicas"] == strategy.num_replicas_in_sync
     for name in ("accuracy", "precision", "recall", "f1", "auc"):

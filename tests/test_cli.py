@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import models
-from tests.conftest import (REPO, assert_one_line_error, parse_recipe_command, run_module,
+from tests.helpers import (REPO, assert_one_line_error, parse_recipe_command, run_module,
                             run_python, saved_step)
 
 
@@ -30,7 +30,7 @@ def test_main_job_trains_the_articles_net_past_94_percent(tmp_path):
     scored = json.loads(run_python(f"""
 import json, keras, numpy as np
 import models  # What a user imports first.
-from recipes import data
+from recipes.core import data
 mnist = data.load_mnist("sample")
 out = []
 for seed in (0, 1, 2):

@@ -8,8 +8,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import strategies
-from recipes import data
-from recipes.errors import RecipeError
+from recipes.core import data
+from recipes.core.errors import RecipeError
 
 
 def _first_batches(dataset, n):

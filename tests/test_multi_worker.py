@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_module, saved_step
+from tests.helpers import REPO, run_module, saved_step
 
 ARGS = ["--train_steps=20", "--batch_size=64", "--seed=7", "--steps_per_loop=10"]
 # Long enough to stop a worker mid-run, after the first checkpoint (step 50).
@@ -103,7 +103,7 @@ def test_two_workers_end_with_the_single_process_weights(tmp_path):
     metrics = json.load(open(tmp_path / "cluster" / "metrics.json"))
     assert (metrics["strategy"], metrics["num_replicas"], metrics["steps"]) == ("multi_worker", 2, 20)
     assert sorted(os.listdir(tmp_path / "cluster")) == [  # The chief's outputs, nothing else.
-        "checkpoints", "logs", "metrics.json", "model.keras", "saved_model"]
+        "checkpoints", "curves.png", "logs", "metrics.json", "model.keras", "saved_model"]
 
     single = run_module("recipes.mnist", "--strategy=default", f"--model_dir={tmp_path / 'single'}", *ARGS)
     assert single.returncode == 0, single.stderr[-3000:]

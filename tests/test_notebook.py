@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, parse_recipe_command
+from tests.helpers import REPO, parse_recipe_command
 
 NOTEBOOK = os.path.join(REPO, "notebooks", "colab_tpu.ipynb")
 RECIPE_COMMAND = re.compile(r"^\s*(?:#\s*)?!\s*(python -m recipes\.\S+.*)$")

@@ -8,8 +8,10 @@ import pytest
 import tensorflow as tf
 
 import models
-from recipes import bigmodel, data, mnist, optimization, train
-from tests.conftest import assert_one_line_error, run_module, shared_strategy
+from recipes import bigmodel
+from recipes.core import data, optimization, step, train
+from recipes.core.config import TrainConfig
+from tests.helpers import assert_one_line_error, run_module, shared_strategy, train_mnist_net
 
 LR = 0.1
 
@@ -38,7 +40,7 @@ def _bias_only_trainer(config, strategy):
     with strategy.scope():
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, kernel_initializer="zeros")])
         optimizer = optimization.make_optimizer(config)
-    trainer = train.Trainer(strategy, model, optimizer, loss_fn=lambda y, p: p[:, 0],
+    trainer = step.Trainer(strategy, model, optimizer, loss_fn=lambda y, p: p[:, 0],
                             metrics_fn=list, global_batch_size=config.batch_size)
     dataset = data.train_dataset(strategy, np.zeros((64, 1), np.float32), np.zeros(64, np.int32),
                                  config.batch_size, preprocess=lambda x: x, seed=0)
@@ -46,7 +48,7 @@ def _bias_only_trainer(config, strategy):
 
 
 def test_the_rate_the_optimizer_used_at_each_step_is_the_schedule_at_that_step(tmp_path):
-    config = train.TrainConfig(model_dir=str(tmp_path), optimizer="sgd", learning_rate=LR,
+    config = TrainConfig(model_dir=str(tmp_path), optimizer="sgd", learning_rate=LR,
                                lr_schedule="step", decay_steps=3, decay_rate=0.5, warmup_steps=2,
                                batch_size=8)
     schedule = optimization.learning_rate_schedule("step", LR, decay_steps=3, decay_rate=0.5,
@@ -62,14 +64,14 @@ def test_the_rate_the_optimizer_used_at_each_step_is_the_schedule_at_that_step(t
 def _one_step_update(tmp_path, strategy, **clipping):
     """The update (weights before - after) of one real SGD step at learning rate 1,
     which is the gradient the optimizer applied."""
-    config = train.TrainConfig(model_dir=str(tmp_path), optimizer="sgd", learning_rate=1.0,
+    config = TrainConfig(model_dir=str(tmp_path), optimizer="sgd", learning_rate=1.0,
                                batch_size=64, **clipping)
     train.set_up_run(config)
     mnist_data = data.load_mnist("sample")
     with strategy.scope():
         model = models.mnist_dense(hidden_units=(32,))
         optimizer = optimization.make_optimizer(config)
-    trainer = train.Trainer(strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
+    trainer = step.Trainer(strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
                             metrics_fn=list, global_batch_size=64)
     iterator = iter(data.train_dataset(strategy, mnist_data.x_train, mnist_data.y_train, 64,
                                        preprocess=data.scale_pixels, seed=0))
@@ -107,10 +109,10 @@ def test_clipping_bounds_the_gradient_the_optimizer_applies(tmp_path, name):
 
 
 def _mnist_run(model_dir, strategy_name, **overrides):
-    config = train.TrainConfig(model_dir=str(model_dir), batch_size=64, seed=3, train_steps=10,
+    config = TrainConfig(model_dir=str(model_dir), batch_size=64, seed=3, train_steps=10,
                                steps_per_loop=5, **overrides)
     strategy = shared_strategy(strategy_name)
-    mnist.run(config, strategy, data.load_mnist("sample"))
+    train_mnist_net(config, strategy, data.load_mnist("sample"))
     return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
 
 
@@ -123,7 +125,7 @@ def test_accumulated_micro_batches_end_with_the_whole_batch_weights(tmp_path, na
 
 def test_early_stopping_stops_an_overfitting_run_and_keeps_the_best_epoch(tmp_path):
     # A deep net, a high learning rate and 291 training tumours: it overfits fast.
-    config = train.TrainConfig(model_dir=str(tmp_path), batch_size=16, epochs=100,
+    config = TrainConfig(model_dir=str(tmp_path), batch_size=16, epochs=100,
                                learning_rate=3e-3, early_stopping_patience=3)
     metrics = bigmodel.run(config, tf.distribute.get_strategy(), data.load_breast_cancer(),
                            "breast_cancer")

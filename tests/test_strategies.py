@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import strategies
-from tests.conftest import run_python
+from tests.helpers import run_python
 
 
 def test_unknown_strategy_lists_the_choices():
@@ -175,21 +175,3 @@ def test_multi_worker_all_reduce_maps_to_collective_implementations():
 
 def test_bfloat16_counts_as_fast_only_on_tpus_and_recent_gpus():
     assert not strategies.bfloat16_is_fast(strategies.get_strategy("default"))  # This CPU.
-
-
-_ALLOCATOR_PROBE = """
-import strategies, tensorflow as tf
-tf.ones((512, 512)).numpy()
-try:
-    print(tf.config.experimental.get_memory_info("CPU:0")["peak"] >= 512 * 512 * 4)
-except ValueError:  # Only the BFC allocator keeps statistics.
-    print("default allocator")
-"""
-
-
-@pytest.mark.parametrize("exported, expected", [(None, "True"), ("false", "default allocator")])
-def test_importing_strategies_picks_the_bfc_cpu_allocator_unless_the_user_chose(exported, expected):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPU_ALLOCATOR_USE_BFC"}
-    if exported:
-        env["TF_CPU_ALLOCATOR_USE_BFC"] = exported
-    assert run_python(_ALLOCATOR_PROBE, env=env) == expected

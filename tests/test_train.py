@@ -1,4 +1,4 @@
-"""Tier 3: the shared training loop's behaviour, through the MNIST recipe's `run` seam."""
+"""Tier 3: the shared training loop's behaviour, calling the machinery directly."""
 import dataclasses
 import json
 import os
@@ -9,16 +9,17 @@ import pytest
 import tensorflow as tf
 
 import models
-from recipes import mnist, train
-from recipes.errors import RecipeError
-from tests.conftest import shared_strategy
+from recipes.core import train
+from recipes.core.config import TrainConfig
+from recipes.core.errors import RecipeError
+from tests.helpers import shared_strategy, train_mnist_net
 
 
 def _run(model_dir, dataset, strategy="default", **overrides):
-    config = train.TrainConfig(model_dir=str(model_dir), **{"batch_size": 64, "seed": 7, **overrides})
+    config = TrainConfig(model_dir=str(model_dir), **{"batch_size": 64, "seed": 7, **overrides})
     if isinstance(strategy, str):
         strategy = shared_strategy(strategy)
-    return mnist.run(config, strategy, dataset)
+    return train_mnist_net(config, strategy, dataset)
 
 
 def _weights(model_dir):
@@ -83,7 +84,7 @@ def test_mixed_bfloat16_trains_with_float32_weights(tmp_path, mnist):
 def test_run_writes_every_artifact(tmp_path, mnist):
     metrics = _run(tmp_path, mnist, train_steps=3)
     assert sorted(os.listdir(tmp_path)) == [
-        "checkpoints", "logs", "metrics.json", "model.keras", "saved_model"]
+        "checkpoints", "curves.png", "logs", "metrics.json", "model.keras", "saved_model"]
     assert json.load(open(tmp_path / "metrics.json")) == metrics
     for key in ("test_loss", "test_accuracy", "steps", "examples_per_second", "strategy",
                 "num_replicas", "data_source"):
@@ -107,7 +108,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mnist):
 
 def test_checkpoint_of_a_different_model_is_a_clear_error(tmp_path, mnist):
     _run(tmp_path, mnist, train_steps=2)
-    config = train.TrainConfig(model_dir=str(tmp_path), train_steps=4)
+    config = TrainConfig(model_dir=str(tmp_path), train_steps=4)
     other = models.mnist_dense(hidden_units=(64,))
     with pytest.raises(RecipeError, match="holds a checkpoint .* that does not fit this model"):
         train.train_and_evaluate(

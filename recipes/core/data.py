@@ -12,11 +12,11 @@ import dataclasses
 import os
 import socket
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from recipes.errors import RecipeError
+from recipes.core.config import check_batch_size
+from recipes.core.errors import RecipeError
 
 SOURCES = ("auto", "tfds", "sample")
 
@@ -135,8 +135,8 @@ def _load_tfds(name, data_dir, required):
                     "the network is unreachable; prepare it on a connected machine "
                     f"(`tfds build {name} --data_dir=DIR`) and pass --data_dir=DIR, "
                     "or use --data_source=sample")
-            logging.info("%s is not prepared in %s and the network is unreachable.",
-                         name, builder.data_dir)
+            print(f"{name} is not prepared in {builder.data_dir} and the network is unreachable; "
+                  "using the embedded sample.")
             return None
         builder.download_and_prepare()
     arrays = {}
@@ -211,13 +211,6 @@ def _per_replica_batches(dataset, global_batch_size, context):
     if per_pipeline != per_replica:
         dataset = dataset.rebatch(per_replica, drop_remainder=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def check_batch_size(global_batch_size, num_replicas):
-    if global_batch_size < 1 or global_batch_size % num_replicas:
-        raise RecipeError(
-            f"--batch_size={global_batch_size} does not split evenly over {num_replicas} "
-            f"replicas; pass a positive multiple of {num_replicas}")
 
 
 def train_dataset(strategy, x, y, global_batch_size, *, preprocess, seed, start_step=0):

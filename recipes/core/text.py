@@ -19,7 +19,7 @@ import pkgutil
 import keras
 import numpy as np
 
-from recipes.data import SAMPLE_SPLIT_SEED, SAMPLE_TEST_FRACTION, ArrayData
+from recipes.core.data import SAMPLE_SPLIT_SEED, SAMPLE_TEST_FRACTION, ArrayData
 
 TOPICS = ("asyncio", "email", "logging", "unittest", "xml")
 MIN_DOCSTRING_WORDS = 8

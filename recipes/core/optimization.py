@@ -6,10 +6,7 @@ pieces: `keras.optimizers`, their `clipnorm` / `global_clipnorm` / `clipvalue`, 
 """
 import keras
 
-from recipes.errors import RecipeError
-
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
-SCHEDULES = ("constant", "exponential", "cosine", "linear", "step")
+from recipes.core.config import CLIPPING, check_schedule
 
 
 @keras.saving.register_keras_serializable(package="recipes")
@@ -53,22 +50,9 @@ def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0
     `warmup_steps > 0` puts a linear warm-up from 0 in front of any of them.
     Raises `RecipeError` for settings that cannot work.
     """
-    if name not in SCHEDULES:
-        raise RecipeError(f"unknown --lr_schedule={name}; choose one of: {', '.join(SCHEDULES)}")
-    if learning_rate <= 0:
-        raise RecipeError(f"--learning_rate must be positive; received {learning_rate}")
-    if warmup_steps < 0:
-        raise RecipeError(f"--warmup_steps must be 0 or more; received {warmup_steps}")
+    check_schedule(name, learning_rate, decay_steps=decay_steps, decay_rate=decay_rate,
+                   warmup_steps=warmup_steps)
     schedules = keras.optimizers.schedules
-    if name in ("exponential", "step", "cosine") and decay_steps <= 0:
-        raise RecipeError(f"--lr_schedule={name} needs --decay_steps > 0; received {decay_steps}")
-    if name in ("exponential", "step") and not 0 < decay_rate <= 1:
-        raise RecipeError(f"--lr_schedule={name} needs 0 < --decay_rate <= 1 (the factor per "
-                          f"--decay_steps); received {decay_rate}")
-    if name == "linear" and decay_rate <= 0:
-        raise RecipeError("--lr_schedule=linear needs --decay_rate > 0 (the fraction of the "
-                          f"learning rate lost per step); received {decay_rate}")
-
     if name == "constant":
         schedule = learning_rate
     elif name in ("exponential", "step"):
@@ -87,29 +71,17 @@ def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0
 
 
 def make_optimizer(config):
-    """The Keras optimizer `config` asks for, with its schedule and clipping.
+    """The Keras optimizer a `TrainConfig` asks for, with its schedule and clipping.
 
     Create it under `strategy.scope()`. Clipping is Keras' own; the training
     loop sums the replicas' gradients before the optimizer sees them, so the
-    clip applies to the whole batch's gradient (see `train.Trainer`).
+    clip applies to the whole batch's gradient (see `step.Trainer`). The config
+    was checked when it was built.
     """
-    if config.optimizer not in OPTIMIZERS:
-        raise RecipeError(f"unknown --optimizer={config.optimizer}; choose one of: {', '.join(OPTIMIZERS)}")
-    clipping = {name: getattr(config, name) for name in ("clipnorm", "global_clipnorm", "clipvalue")
-                if getattr(config, name) is not None}
-    for name, value in clipping.items():
-        if value <= 0:
-            raise RecipeError(f"--{name} must be positive; received {value}")
-    if len(clipping) > 1:
-        raise RecipeError(f"pass at most one of --clipnorm, --global_clipnorm and --clipvalue; "
-                          f"received {', '.join('--' + name for name in clipping)}")
-    if config.momentum < 0 or (config.momentum and config.optimizer not in ("sgd", "rmsprop")):
-        raise RecipeError(f"--momentum={config.momentum} applies to --optimizer=sgd or rmsprop, "
-                          "and must be 0 or more")
     learning_rate = learning_rate_schedule(
         config.lr_schedule, config.learning_rate, decay_steps=config.decay_steps,
         decay_rate=config.decay_rate, warmup_steps=config.warmup_steps)
-    options = dict(clipping)
+    options = {name: getattr(config, name) for name in CLIPPING if getattr(config, name) is not None}
     if config.optimizer in ("sgd", "rmsprop"):
         options["momentum"] = config.momentum
     optimizer_class = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,

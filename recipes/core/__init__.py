@@ -1,0 +1,19 @@
+"""The machinery every recipe shares, one concern a module, in the order a run
+uses them:
+
+    flags.py            the shared absl flags (defaults from config.TrainConfig)
+    config.py           TrainConfig: how to train, checked once
+      -> strategies/    (the package beside this one) the tf.distribute strategy
+    data.py, text.py    datasets, and the distributed tf.data pipelines
+    optimization.py     Keras optimizers, schedules and clipping from a TrainConfig
+    metrics.py          accuracy, precision, recall, F1, AUC-ROC as Keras metrics
+    step.py             the inner loop: the compiled step, its Objective (extension points)
+    loop.py             the outer loop: Controller, its phases and hooks
+    fault_tolerance.py  restore, preemption, lost workers
+    artifacts.py        TensorBoard summaries, model.keras, saved_model/, metrics.json, curves.png
+    train.py            one run composed: train_model / train_classifier / train_and_evaluate
+    errors.py, entry.py one-line errors; the recipes' entry point (process set-up)
+
+Importing any of these changes no process-wide state; `entry.run` sets what a
+recipe's process needs.
+"""

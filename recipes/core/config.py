@@ -1,0 +1,122 @@
+"""How to train: one frozen `TrainConfig`, the single source of the shared defaults,
+checked once when it is built.
+
+    config = TrainConfig(model_dir="runs/mnist", epochs=5)   # raises RecipeError if unusable
+    config.check_fits(strategy, num_train_examples)         # what needs the strategy and data
+
+The shared flags (`recipes/core/flags.py`) take their defaults from this class.
+"""
+import dataclasses
+import math
+
+from recipes.core.errors import RecipeError
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
+SCHEDULES = ("constant", "exponential", "cosine", "linear", "step")
+PRECISIONS = ("auto", "none", "mixed_bfloat16")
+CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train; every field but `model_dir` has a shared flag of the same name."""
+
+    model_dir: str
+    epochs: int = 5
+    train_steps: int = 0  # Overrides epochs when > 0.
+    batch_size: int = 32  # Global, over all replicas.
+    learning_rate: float = 1e-3
+    steps_per_loop: int = None  # None: the strategy's default (strategies.steps_per_loop).
+    jit_compile: bool = True
+    # auto: mixed_bfloat16 where bfloat16 is native (TPUs, Ampere-or-newer GPUs), else none.
+    mixed_precision: str = "auto"
+    seed: int = 0
+    checkpoint_steps: int = 0  # 0: at the end of every epoch.
+    profile: bool = False  # Trace the second training loop for TensorBoard's profiler.
+    # Optimizer and learning rate (see recipes/core/optimization.py).
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    lr_schedule: str = "constant"
+    decay_steps: int = 0
+    decay_rate: float = 0.0
+    warmup_steps: int = 0
+    clipnorm: float = None
+    global_clipnorm: float = None
+    clipvalue: float = None
+    accum_steps: int = 1  # Micro-batches per optimizer update.
+    # Against overfitting.
+    l2: float = 0.0
+    dropout_rate: float = 0.0
+    early_stopping_patience: int = 0  # Epochs without a better validation loss; 0: off.
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "accum_steps"):
+            _check(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
+        if self.steps_per_loop is not None:
+            _check(self.steps_per_loop >= 1, "steps_per_loop", "must be at least 1", self.steps_per_loop)
+        for name in ("train_steps", "checkpoint_steps", "early_stopping_patience", "l2"):
+            _check(getattr(self, name) >= 0, name, "must be 0 or more", getattr(self, name))
+        _check(0 <= self.dropout_rate < 1, "dropout_rate", "must be in [0, 1)", self.dropout_rate)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
+        check_schedule(self.lr_schedule, self.learning_rate, decay_steps=self.decay_steps,
+                       decay_rate=self.decay_rate, warmup_steps=self.warmup_steps)
+        clipping = {name: getattr(self, name) for name in CLIPPING if getattr(self, name) is not None}
+        for name, value in clipping.items():
+            _check(value > 0, name, "must be positive", value)
+        if len(clipping) > 1:
+            raise RecipeError(f"pass at most one of --clipnorm, --global_clipnorm and --clipvalue; "
+                              f"received {', '.join('--' + name for name in clipping)}")
+        if self.momentum < 0 or (self.momentum and self.optimizer not in ("sgd", "rmsprop")):
+            raise RecipeError(f"--momentum={self.momentum} applies to --optimizer=sgd or rmsprop, "
+                              "and must be 0 or more")
+
+    def check_fits(self, strategy, num_train_examples):
+        """The checks that need the strategy and the data: the batch splits over the
+        replicas, the micro-batches split each replica's batch, and one batch fits in
+        the training set."""
+        replicas = strategy.num_replicas_in_sync
+        check_batch_size(self.batch_size, replicas)
+        per_replica = self.batch_size // replicas
+        if per_replica % self.accum_steps:
+            raise RecipeError(
+                f"--accum_steps={self.accum_steps} does not divide the per-replica batch of "
+                f"{per_replica} (--batch_size={self.batch_size} over {replicas} replicas); "
+                "pass a divisor of it")
+        if self.batch_size > num_train_examples:
+            raise RecipeError(f"--batch_size={self.batch_size} is larger than the "
+                              f"{num_train_examples} training examples; pass a smaller one")
+
+
+def check_batch_size(global_batch_size, num_replicas):
+    """A global batch must split into equal, non-empty per-replica batches."""
+    if global_batch_size < 1 or global_batch_size % num_replicas:
+        raise RecipeError(
+            f"--batch_size={global_batch_size} does not split evenly over {num_replicas} "
+            f"replicas; pass a positive multiple of {num_replicas}")
+
+
+def check_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup_steps=0):
+    """Raises `RecipeError` for learning-rate settings that cannot work."""
+    _choice("lr_schedule", name, SCHEDULES)
+    _check(math.isfinite(learning_rate) and learning_rate > 0, "learning_rate",
+           "must be a finite positive number", learning_rate)
+    _check(warmup_steps >= 0, "warmup_steps", "must be 0 or more", warmup_steps)
+    if name in ("exponential", "step", "cosine") and decay_steps <= 0:
+        raise RecipeError(f"--lr_schedule={name} needs --decay_steps > 0; received {decay_steps}")
+    if name in ("exponential", "step") and not 0 < decay_rate <= 1:
+        raise RecipeError(f"--lr_schedule={name} needs 0 < --decay_rate <= 1 (the factor per "
+                          f"--decay_steps); received {decay_rate}")
+    if name == "linear" and not decay_rate > 0:
+        raise RecipeError("--lr_schedule=linear needs --decay_rate > 0 (the fraction of the "
+                          f"learning rate lost per step); received {decay_rate}")
+
+
+def _check(ok, name, requirement, value):
+    if not ok:
+        raise RecipeError(f"--{name} {requirement}; received {value}")
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise RecipeError(f"unknown --{name}={value}; choose one of: {', '.join(choices)}")

@@ -1,0 +1,147 @@
+"""The absl flags every recipe shares, defined once here, with the defaults of
+`TrainConfig`.
+
+Library code never reads flags: `strategy_from_flags` and `train_config` turn
+them into plain arguments.
+"""
+import dataclasses
+import os
+
+from absl import flags
+
+import strategies
+from recipes.core import config as config_lib
+from recipes.core import data
+from recipes.core.errors import RecipeError
+
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(config_lib.TrainConfig)
+            if field.name != "model_dir"}
+
+# Where to run.
+flags.DEFINE_enum("strategy", "auto", strategies.NAMES, "Distribution strategy.")
+flags.DEFINE_integer("num_gpus", -1, "GPUs to use: -1 all visible, 0 none.")
+flags.DEFINE_integer(
+    "num_cpu_devices", 1,
+    "Split the host CPU into N logical devices, so that --strategy=mirrored "
+    "runs N real replicas on a CPU-only machine.")
+flags.DEFINE_string(
+    "worker_hosts", None,
+    "--strategy=multi_worker: every worker's host:port, comma-separated, the "
+    "same list and order on every worker; used when TF_CONFIG is not set.")
+flags.DEFINE_integer("task_index", -1, "--strategy=multi_worker: this worker's index in --worker_hosts.")
+flags.DEFINE_string(
+    "tpu", None,
+    "--strategy=tpu: local (a TPU VM or Colab TPU runtime), a Cloud TPU name, or "
+    "grpc://host:port. Default: $TPU_NAME if set, else local.")
+flags.DEFINE_enum(
+    "all_reduce_alg", "auto", strategies.ALL_REDUCE_ALGS,
+    "How replicas sum gradients: mirrored takes nccl (GPUs) or hierarchical_copy, "
+    "multi_worker takes ring or nccl (GPUs); auto lets TensorFlow choose.")
+
+# Input and output.
+flags.DEFINE_string(
+    "model_dir", None,
+    "Where the run writes checkpoints/, logs/, model.keras, saved_model/, "
+    "metrics.json and curves.png; a rerun with the same directory resumes. "
+    "Default: runs/<recipe>.")
+flags.DEFINE_string(
+    "data_dir", None,
+    "tensorflow-datasets data directory (local path or gs://bucket/path). "
+    "Default: tensorflow-datasets' own (~/tensorflow_datasets).")
+flags.DEFINE_enum(
+    "data_source", "auto", data.SOURCES,
+    "auto: tensorflow-datasets when the data is prepared or the network is up, "
+    "else the embedded sample; tfds: tensorflow-datasets only; sample: the "
+    "real data embedded in installed packages, no network.")
+
+# Training.
+flags.DEFINE_integer("epochs", DEFAULTS["epochs"], "Passes over the training set.")
+flags.DEFINE_integer("train_steps", DEFAULTS["train_steps"],
+                     "Optimizer steps in all; overrides --epochs when > 0.")
+flags.DEFINE_integer("batch_size", DEFAULTS["batch_size"],
+                     "Global batch size, split evenly over the replicas.")
+flags.DEFINE_float("learning_rate", DEFAULTS["learning_rate"], "Learning rate.")
+flags.DEFINE_integer(
+    "steps_per_loop", DEFAULTS["steps_per_loop"],
+    "Training steps per tf.function call; more steps keep the host out of the way. "
+    f"Default: {strategies.STEPS_PER_LOOP['tpu']} on a TPU, else {strategies.DEFAULT_STEPS_PER_LOOP}.")
+flags.DEFINE_bool("jit_compile", DEFAULTS["jit_compile"],
+                  "XLA-compile the training step (--nojit_compile: off).")
+flags.DEFINE_enum(
+    "mixed_precision", DEFAULTS["mixed_precision"], config_lib.PRECISIONS,
+    "Keras mixed-precision policy; variables and losses stay float32. auto: mixed_bfloat16 "
+    "on TPUs and Ampere-or-newer GPUs, where bfloat16 is native; none elsewhere.")
+flags.DEFINE_bool(
+    "profile", DEFAULTS["profile"],
+    "Write a TensorBoard profiler trace of one training loop (the second, after "
+    "compilation) to <model_dir>/logs; view it in TensorBoard's Profile tab.")
+flags.DEFINE_integer("seed", DEFAULTS["seed"],
+                     "Seed for weights, shuffling and dropout; the same seed gives the same run.")
+flags.DEFINE_integer(
+    "checkpoint_steps", DEFAULTS["checkpoint_steps"],
+    "Save a checkpoint every N steps; 0: at the end of every epoch.")
+
+# Optimizer and learning rate.
+flags.DEFINE_enum("optimizer", DEFAULTS["optimizer"], config_lib.OPTIMIZERS, "Keras optimizer.")
+flags.DEFINE_float("momentum", DEFAULTS["momentum"], "Momentum, for --optimizer=sgd or rmsprop.")
+flags.DEFINE_enum(
+    "lr_schedule", DEFAULTS["lr_schedule"], config_lib.SCHEDULES,
+    "Learning rate over the steps: exponential: lr * decay_rate^(step/decay_steps); step: the "
+    "same in whole drops every decay_steps; cosine: to 0 over decay_steps; linear: the "
+    "articles' lr * (1 - decay_rate * step), floored at 0.")
+flags.DEFINE_integer("decay_steps", DEFAULTS["decay_steps"],
+                     "Steps over which the schedule decays (exponential, step, cosine).")
+flags.DEFINE_float("decay_rate", DEFAULTS["decay_rate"],
+                   "exponential/step: factor per decay_steps; linear: fraction lost per step.")
+flags.DEFINE_integer("warmup_steps", DEFAULTS["warmup_steps"],
+                     "Linear warm-up from 0 over this many steps, before the schedule.")
+flags.DEFINE_float("clipnorm", DEFAULTS["clipnorm"], "Clip each variable's gradient to this L2 norm.")
+flags.DEFINE_float("global_clipnorm", DEFAULTS["global_clipnorm"],
+                   "Clip all gradients together to this global L2 norm.")
+flags.DEFINE_float("clipvalue", DEFAULTS["clipvalue"],
+                   "Clip every gradient element to [-clipvalue, clipvalue].")
+flags.DEFINE_integer(
+    "accum_steps", DEFAULTS["accum_steps"],
+    "Gradient accumulation: split each replica's batch into this many micro-batches "
+    "and sum their gradients into one update (same result, less memory).")
+
+# Against overfitting.
+flags.DEFINE_float("l2", DEFAULTS["l2"], "L2 penalty on the models' kernels.")
+flags.DEFINE_float("dropout_rate", DEFAULTS["dropout_rate"],
+                   "Dropout after each hidden layer while training.")
+flags.DEFINE_integer(
+    "early_stopping_patience", DEFAULTS["early_stopping_patience"],
+    "Stop after this many epochs without a better validation loss, and keep the best "
+    "epoch's weights; 0: off.")
+
+FLAGS = flags.FLAGS
+
+
+def strategy_from_flags():
+    """The strategy the flags ask for, or a one-line `RecipeError`; says what
+    `--strategy=auto` chose and why."""
+    try:
+        strategy = strategies.get_strategy(
+            FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices,
+            worker_hosts=FLAGS.worker_hosts, task_index=FLAGS.task_index, tpu=FLAGS.tpu,
+            all_reduce_alg=FLAGS.all_reduce_alg)
+        if FLAGS.strategy == "auto":
+            name = strategies.name_of(strategy)
+            why = ("a TPU is attached" if name == "tpu" else
+                   strategies.auto_choice(FLAGS.num_gpus, FLAGS.num_cpu_devices)[1])
+            print(f"--strategy=auto chose {name}: {why}.")
+        return strategy
+    except ValueError as e:
+        raise RecipeError(e) from None
+
+
+def train_config(recipe, **recipe_defaults):
+    """A `TrainConfig` from the shared flags. `recipe` names the default model_dir;
+    `recipe_defaults` (say, `epochs=30`) replace the shared defaults of the flags
+    the command line leaves unset."""
+    values = {name: (recipe_defaults[name] if name in recipe_defaults and not FLAGS[name].present
+                     else FLAGS[name].value) for name in DEFAULTS}
+    unknown = set(recipe_defaults) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"not TrainConfig fields: {sorted(unknown)}")
+    return config_lib.TrainConfig(model_dir=FLAGS.model_dir or os.path.join("runs", recipe), **values)

@@ -1,0 +1,217 @@
+"""The inner loop: one compiled training step and the multi-step `tf.function`
+around it, the same under every `tf.distribute` strategy.
+
+    trainer = Trainer(strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
+                      metrics_fn, global_batch_size=64)
+    trainer.train_loop(iterator, tf.constant(100))   # 100 steps in one call
+
+A recipe changes what the step computes through an `Objective`, whose three
+methods are the step's extension points:
+
+  * `loss(model, x, y, training)`: the per-example loss (and the predictions
+    the metrics see). Distillation adds a teacher's term here.
+  * `forward(model, x, training)`: how the model is called. A pipeline places
+    its stages on devices here.
+  * `after_update(model)`: runs inside the compiled step after every optimizer
+    update, in cross-replica context, so assignments reach every replica's
+    copy. Pruning re-applies its masks here.
+
+Whatever an `Objective` returns, the step keeps the global-batch loss scaling,
+so N replicas take the same step as one device.
+"""
+import keras
+import tensorflow as tf
+
+
+class Objective:
+    """What one training step computes. Subclass it and override a method to change
+    the step; the defaults are supervised training with a per-example Keras loss.
+
+    Args:
+      loss_fn: `(y_true, y_pred) -> per-example loss [batch]`, a Keras loss function.
+    """
+
+    def __init__(self, loss_fn):
+        self.loss_fn = loss_fn
+
+    def forward(self, model, x, training):
+        """The model's outputs for a batch."""
+        return model(x, training=training)
+
+    def loss(self, model, x, y, training):
+        """`(per-example loss [batch], predictions)` for a batch. The step averages
+        it over the global batch; do not average it here."""
+        predictions = tf.cast(self.forward(model, x, training), tf.float32)
+        return self.loss_fn(y, predictions), predictions
+
+    def after_update(self, model):
+        """Runs after each optimizer update, inside the compiled step."""
+
+
+def sum_gradients_before_clipping(optimizer):
+    """Makes Keras clip the whole batch's gradient, not each replica's part.
+
+    Keras 3 (checked up to 3.15) applies `clipnorm` / `global_clipnorm` /
+    `clipvalue` in `apply_gradients` *before* its own cross-replica all-reduce
+    (`Optimizer._all_reduce_sum_gradients`), so under `MirroredStrategy` each
+    replica clips its partial gradient: `--global_clipnorm=0.05` applied a
+    gradient of norm 0.087 on 2 replicas. `Trainer` sums the replicas' gradients
+    itself and this turns the optimizer's own sum off. It is a private Keras
+    method: `tests/test_step.py` fails if Keras renames it or fixes the order.
+    """
+    if not callable(getattr(optimizer, "_all_reduce_sum_gradients", None)):
+        raise RuntimeError(
+            f"this Keras ({keras.__version__}) has no Optimizer._all_reduce_sum_gradients; "
+            "recipes/core/step.py's clipping workaround needs revisiting")
+    optimizer._all_reduce_sum_gradients = lambda grads_and_vars: grads_and_vars
+
+
+def _xla_can_update_variables(strategy):
+    """Whether the optimizer update may sit inside the XLA-compiled step.
+
+    Under MirroredStrategy a replica updates mirrored variables through
+    merge_call, which TF can leave out of XLA clusters only when every device is
+    a GPU. Elsewhere just the forward and backward passes are compiled.
+    """
+    if isinstance(strategy, (tf.distribute.MirroredStrategy,
+                             tf.distribute.MultiWorkerMirroredStrategy)):
+        return all("GPU" in device.upper() for device in strategy.extended.worker_devices)
+    return True
+
+
+class Trainer:
+    """Compiled training and evaluation loops for one model under one strategy.
+
+    Args:
+      strategy: the `tf.distribute.Strategy` the model was built under.
+      model: a Keras model created under `strategy.scope()`.
+      optimizer: a Keras optimizer created under `strategy.scope()`.
+      loss_fn: `(y_true, y_pred) -> per-example loss [batch]`; ignored when
+        `objective` is given.
+      metrics_fn: `() -> list of keras.metrics.Metric`, updated with
+        `(y_true, y_pred, sample_weight)`, for evaluation.
+      global_batch_size: examples per step over all replicas.
+      jit_compile: XLA-compile the step.
+      accum_steps: split each replica's batch into this many micro-batches and
+        sum their gradients before one optimizer update (it must divide it).
+      train_metrics_fn: the metrics followed during training; `metrics_fn` if None.
+      objective: an `Objective`: the step's loss, forward pass and post-update
+        hook. Default: `Objective(loss_fn)`.
+    """
+
+    def __init__(self, strategy, model, optimizer, loss_fn=None, metrics_fn=list,
+                 global_batch_size=None, jit_compile=True, accum_steps=1, train_metrics_fn=None,
+                 objective=None):
+        self.strategy = strategy
+        self.model = model
+        self.optimizer = optimizer
+        self.objective = objective or Objective(loss_fn)
+        self.global_batch_size = global_batch_size
+        self.accum_steps = accum_steps
+        with strategy.scope():
+            # Keras 3 cannot create optimizer variables inside strategy.run
+            # (keras-team/keras#23085), so build them here, before the first trace.
+            optimizer.build(model.trainable_variables)
+            self.train_loss = keras.metrics.Mean("loss")
+            self.train_metrics = (train_metrics_fn or metrics_fn)()
+            self.eval_loss = keras.metrics.Mean("loss")
+            self.eval_metrics = metrics_fn()
+        sum_gradients_before_clipping(optimizer)
+
+        self._update = self._update_fn
+        if jit_compile and _xla_can_update_variables(strategy):
+            self._update = tf.function(self._update_fn, jit_compile=True)
+        elif jit_compile:
+            self._gradients = tf.function(self._gradients, jit_compile=True)
+        self.train_loop = tf.function(self._train_loop)
+        self._eval_loop = tf.function(self._eval_loop)
+
+    # One replica's step.
+    def _micro_batch_gradients(self, x, y):
+        with tf.GradientTape() as tape:
+            per_example_loss, predictions = self.objective.loss(self.model, x, y, training=True)
+            # Each replica sees 1/N of the global batch and the replicas' gradients
+            # are summed, so dividing by the *global* batch size makes that sum the
+            # gradient of the mean loss over the whole batch, whatever N is (and
+            # whatever the number of micro-batches summed on each replica).
+            loss = tf.nn.compute_average_loss(
+                per_example_loss, global_batch_size=self.global_batch_size)
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(
+                    tf.add_n(self.model.losses)) / self.accum_steps
+        gradients = tape.gradient(loss, self.model.trainable_variables)
+        return gradients, per_example_loss, predictions
+
+    def _gradients(self, x, y):
+        if self.accum_steps == 1:
+            return self._micro_batch_gradients(x, y)
+        # Gradient accumulation, used to simulate larger batch sizes: the
+        # micro-batches run one after another in a loop, so only one is in
+        # memory at a time, and their gradients add up to the whole batch's.
+        k = self.accum_steps
+        xs = tf.reshape(x, [k, -1] + x.shape[1:].as_list())
+        ys = tf.reshape(y, [k, -1] + y.shape[1:].as_list())
+        gradients = [tf.zeros_like(v) for v in self.model.trainable_variables]
+        losses = tf.TensorArray(tf.float32, size=k)
+        outputs = tf.TensorArray(tf.float32, size=k)
+        for i in tf.range(k):
+            micro_gradients, per_example_loss, predictions = self._micro_batch_gradients(xs[i], ys[i])
+            gradients = [g + m for g, m in zip(gradients, micro_gradients)]
+            losses = losses.write(i, per_example_loss)
+            outputs = outputs.write(i, predictions)
+        predictions = outputs.stack()
+        return (gradients, tf.reshape(losses.stack(), [-1]),
+                tf.reshape(predictions, [-1] + predictions.shape[2:].as_list()))
+
+    def _update_fn(self, x, y):
+        gradients, per_example_loss, predictions = self._gradients(x, y)
+        context = tf.distribute.get_replica_context()
+        # Sum over the replicas (the optimizer's own all-reduce is off; see
+        # sum_gradients_before_clipping).
+        gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        if type(self.objective).after_update is not Objective.after_update:
+            # In cross-replica context, so that an assignment reaches every replica.
+            context.merge_call(lambda _: self.objective.after_update(self.model))
+        return per_example_loss, predictions
+
+    def _train_step(self, x, y):
+        per_example_loss, predictions = self._update(x, y)
+        self.train_loss.update_state(per_example_loss)
+        for metric in self.train_metrics:
+            metric.update_state(y, predictions)
+
+    def _train_loop(self, iterator, num_steps):
+        # Many steps per call, so the Python host is not the bottleneck.
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._train_step, args=next(iterator))
+
+    def _eval_step(self, x, y, weight):
+        per_example_loss, predictions = self.objective.loss(self.model, x, y, training=False)
+        self.eval_loss.update_state(per_example_loss, sample_weight=weight)
+        for metric in self.eval_metrics:
+            metric.update_state(y, predictions, sample_weight=weight)
+
+    def _eval_loop(self, iterator, num_steps):
+        for _ in tf.range(num_steps):
+            self.strategy.run(self._eval_step, args=next(iterator))
+
+    def train_results(self):
+        """The training loss and metrics since the last reset, over all replicas."""
+        return _results(self.train_loss, self.train_metrics)
+
+    def reset_train_metrics(self):
+        for metric in [self.train_loss] + self.train_metrics:
+            metric.reset_state()
+
+    def evaluate(self, dataset, steps):
+        """Metrics over a dataset from `data.eval_dataset`, summed over replicas."""
+        for metric in [self.eval_loss] + self.eval_metrics:
+            metric.reset_state()
+        self._eval_loop(iter(dataset), tf.constant(steps))
+        return _results(self.eval_loss, self.eval_metrics)
+
+
+def _results(loss, metrics):
+    # Keras metric variables are SUM-on-read: reading them here adds up the replicas.
+    return {m.name: float(m.result()) for m in [loss] + metrics}

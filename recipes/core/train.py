@@ -1,0 +1,198 @@
+"""One run, composed: set-up, input, model and optimizer, the loop, evaluation,
+artifacts. Every recipe trains through `train_model` (or `train_classifier`).
+
+    results, model = train.train_model(config, strategy, dataset, build_model,
+                                       loss_fn=keras.losses.sparse_categorical_crossentropy,
+                                       metrics_fn=..., preprocess=data.scale_pixels, recipe="mnist")
+"""
+import contextlib
+import dataclasses
+import os
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+
+import strategies
+from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, step
+from recipes.core import data as data_lib
+
+
+def set_up_run(config, strategy=None):
+    """Seeds Python, NumPy and TensorFlow, and sets the Keras precision policy
+    (`auto`: bfloat16 where `strategy`'s devices compute it natively).
+
+    Call it after creating the strategy and before building the model.
+    """
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(_precision(config, strategy))
+
+
+def _precision(config, strategy):
+    if config.mixed_precision != "auto":
+        return "float32" if config.mixed_precision == "none" else config.mixed_precision
+    fast = strategies.bfloat16_is_fast(strategy or tf.distribute.get_strategy())
+    return "mixed_bfloat16" if fast else "float32"
+
+
+def train_model(config, strategy, dataset, build_model, *, metrics_fn, preprocess, recipe,
+                loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
+                set_up=True):
+    """The recipe preamble and the run: seeds and precision (unless `set_up` is
+    False, for a second phase of the same run), `build_model()` and the optimizer
+    under the strategy's scope, then `train_and_evaluate`. Returns (results, model)."""
+    if set_up:
+        set_up_run(config, strategy)
+    with strategy.scope():
+        model = build_model()
+        optimizer = optimization.make_optimizer(config)
+    results = train_and_evaluate(
+        config, strategy, model, optimizer, dataset, loss_fn=loss_fn, objective=objective,
+        metrics_fn=metrics_fn, train_metrics_fn=train_metrics_fn, preprocess=preprocess,
+        recipe=recipe, extra_metrics=extra_metrics)
+    return results, model
+
+
+def train_classifier(config, strategy, dataset, build_model, *, recipe, preprocess,
+                     extra_metrics=None, set_up=True):
+    """`train_model` for a softmax classifier on integer labels: `build_model(num_classes)`,
+    sparse cross-entropy, accuracy while training, and accuracy, precision,
+    recall, F1 and AUC-ROC in evaluation. Returns the results."""
+    num_classes = int(dataset.y_train.max()) + 1
+    results, _ = train_model(
+        config, strategy, dataset, lambda: build_model(num_classes),
+        loss_fn=keras.losses.sparse_categorical_crossentropy,
+        metrics_fn=lambda: metrics.classification(num_classes),
+        train_metrics_fn=lambda: metrics.accuracy(num_classes),
+        preprocess=preprocess, recipe=recipe, extra_metrics=extra_metrics, set_up=set_up)
+    return results
+
+
+def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
+                       loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None):
+    """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
+
+    The step computes `objective` (a `step.Objective`; default: supervised
+    training with the per-example `loss_fn`). With a validation split
+    (`data.x_val`), it is evaluated after every epoch;
+    `config.early_stopping_patience` stops on its loss and restores the best
+    epoch's weights (a split is carved from the training set if there is none).
+    `metrics_fn` gives the metrics for evaluation, `train_metrics_fn` (default:
+    the same) those followed during training. `extra_metrics` (a dict) goes into
+    metrics.json as it is: a recipe's baselines, say.
+
+    Resumes from the latest checkpoint in `config.model_dir`. Writes there:
+    checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json,
+    curves.png. In a multi-worker cluster only the chief writes there; the other
+    workers take part in the same saves (they may need collective ops) into a
+    temporary directory that is removed afterwards.
+
+    Returns the dict written to metrics.json.
+    """
+    start_time = time.time()
+    if config.steps_per_loop is None:
+        config = dataclasses.replace(config, steps_per_loop=strategies.steps_per_loop(strategy))
+    if config.early_stopping_patience and data.x_val is None:
+        data = data.with_validation_split()
+    config.check_fits(strategy, len(data.x_train))
+    chief = strategies.is_chief(strategy)
+    # A worker's temporary directory goes away however the run ends, errors included.
+    with (contextlib.nullcontext(config.model_dir) if chief
+          else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir, \
+            fault_tolerance.sigterm_event() as sigterm, contextlib.ExitStack() as stack:
+        if not model.built:  # A subclassed model creates its variables on first use.
+            with strategy.scope():
+                model.build((None,) + data.x_train.shape[1:])
+        trainer = step.Trainer(strategy, model, optimizer, loss_fn, metrics_fn, config.batch_size,
+                               config.jit_compile, config.accum_steps, train_metrics_fn, objective)
+        controller = _controller(config, strategy, trainer, data, preprocess, write_dir, chief,
+                                 stack.enter_context, sigterm)
+        controller.run()
+        evaluation = _evaluate(trainer, strategy, data, config.batch_size, preprocess, controller)
+        results = _results(config, strategy, data, recipe, controller, evaluation,
+                           start_time=start_time, extra_metrics=extra_metrics or {})
+        artifacts.write(model, write_dir, results)
+        if chief:
+            artifacts.plot_curves(config.model_dir, results, controller.plan.steps_per_epoch)
+    print(f"Test: {artifacts.format_results(evaluation['test'])}; "
+          f"{results['examples_per_second'] or 0:,.0f} examples/s; "
+          + (f"wrote {config.model_dir}" if chief else "the chief writes the outputs"))
+    return results
+
+
+def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, enter, sigterm):
+    """Restores the last checkpoint, then sets up the input, the summaries and the
+    hooks of the loop."""
+    model, optimizer, model_dir = trainer.model, trainer.optimizer, config.model_dir
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3,
+        step_counter=optimizer.iterations)
+    fault_tolerance.restore(checkpoint, model_dir)
+    start_step = int(optimizer.iterations.numpy())
+    if start_step:
+        print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
+              "delete the directory or pass another --model_dir to start over.")
+    steps_per_epoch = len(data.x_train) // config.batch_size
+    plan = loop.Plan(steps_per_epoch=steps_per_epoch,
+                     total_steps=config.train_steps or config.epochs * steps_per_epoch,
+                     checkpoint_steps=config.checkpoint_steps or steps_per_epoch,
+                     steps_per_loop=config.steps_per_loop)
+    replicas = strategy.num_replicas_in_sync
+    print(f"Data: {data.describe()}.")
+    print(f"Strategy: {strategies.name_of(strategy)} with {replicas} replica(s); global batch "
+          f"{config.batch_size} ({config.batch_size // replicas} per replica); {plan.total_steps} "
+          f"steps of {steps_per_epoch} per epoch.")
+    train_ds = data_lib.train_dataset(strategy, data.x_train, data.y_train, config.batch_size,
+                                      preprocess=preprocess, seed=config.seed, start_step=start_step)
+    validation = None if data.x_val is None else data_lib.eval_dataset(
+        strategy, data.x_val, data.y_val, config.batch_size, preprocess=preprocess)
+    hooks = [loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(
+        strategy, checkpoint, model_dir, sigterm))))]
+    if config.early_stopping_patience:
+        hooks.append(loop.EarlyStoppingHook(model, config.early_stopping_patience))
+    if config.profile and chief:
+        hooks.append(loop.ProfileHook(os.path.join(model_dir, "logs")))
+    writers = {name: artifacts.summary_writer(chief, model_dir, name)
+               for name in ("train", "validation", "test")}
+    return loop.Controller(trainer, plan, iter(train_ds), manager, start_step, writers,
+                           validation=validation, hooks=hooks, model_dir=model_dir)
+
+
+def _evaluate(trainer, strategy, data, batch_size, preprocess, controller):
+    """The test split, and the validation split once more with the weights that are kept."""
+    test_ds, test_steps = data_lib.eval_dataset(strategy, data.x_test, data.y_test, batch_size,
+                                                preprocess=preprocess)
+    test = trainer.evaluate(test_ds, test_steps)
+    validation = trainer.evaluate(*controller.validation) if controller.validation else {}
+    artifacts.write_scalars(controller.writers["test"], controller.step, test)
+    return {"test": test, "validation": validation}
+
+
+def _results(config, strategy, data, recipe, controller, evaluation, *, start_time, extra_metrics):
+    """What metrics.json holds."""
+    stopping = {"stopped_early": False, "best_epoch": None}
+    for hook in controller.hooks:
+        stopping.update(hook.results())
+    return {
+        "recipe": recipe,
+        **{f"test_{name}": value for name, value in evaluation["test"].items()},
+        **{f"validation_{name}": value for name, value in evaluation["validation"].items()},
+        "train_loss_by_epoch": controller.train_loss_by_epoch,
+        "validation_loss_by_epoch": controller.validation_loss_by_epoch,
+        **stopping,
+        "steps": controller.step,
+        "steps_this_run": controller.step - controller.start_step,
+        "examples_per_second": controller.examples_per_second(),
+        "global_batch_size": config.batch_size,
+        "strategy": strategies.name_of(strategy),
+        "num_replicas": strategy.num_replicas_in_sync,
+        "data_source": data.source,
+        "num_train_examples": len(data.x_train),
+        "num_validation_examples": 0 if data.x_val is None else len(data.x_val),
+        "num_test_examples": len(data.x_test),
+        "wall_seconds": round(time.time() - start_time, 2),
+        "tensorflow_version": tf.__version__,
+        **extra_metrics,
+    }
