@@ -61,6 +61,7 @@ def test_bert_models_shape_parameter_count_and_config_round_trip(head, params, o
     assert clone.get_config() == model.get_config()
 
 
+@pytest.mark.slow
 def test_bert_classifier_round_trips_through_model_keras_in_a_fresh_process(tmp_path):
     model = models.BertClassifier(_bert_encoder(), num_classes=3)
     ids = np.random.default_rng(0).integers(0, 100, (4, 16)).astype(np.int32)

@@ -45,8 +45,13 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("name", ["cnn", "lstm", "mlp", "linreg", "neuron", "bert"])
-def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy, name, mnist):
+# The fast tier keeps the quick recipes under `default`; `mirrored` (covered in the fast
+# tier by test_train.py and test_step.py), the LSTM and BERT run in the full suite.
+@pytest.mark.parametrize("strategy_name", ["default", pytest.param("mirrored", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["cnn", pytest.param("lstm", marks=pytest.mark.slow), "mlp", "linreg",
+                                  "neuron", pytest.param("bert", marks=pytest.mark.slow)])
+def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy_name, name, mnist):
+    strategy = shared_strategy(strategy_name)
     config = TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
     results, x = _run_two_steps(name, config, strategy, mnist)
     assert results["steps"] == 2 and results["num_replicas"] == strategy.num_replicas_in_sync
@@ -62,6 +67,7 @@ def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy, name, 
         assert run_python(LOAD_AND_PREDICT.format(model_dir=tmp_path)) == "ok"
 
 
+@pytest.mark.slow
 def test_lstm_reports_the_majority_class_baseline(tmp_path, mnist):
     config = TrainConfig(model_dir=str(tmp_path), batch_size=64, train_steps=2)
     results = lstm.run(config, shared_strategy("default"), mnist)
@@ -82,6 +88,7 @@ def test_linear_regression_reaches_the_closed_form_least_squares_line(tmp_path, 
 
 
 @pytest.mark.parametrize("flags", [[], ["--strategy=mirrored", "--num_cpu_devices=2"]], ids=["default", "mirrored"])
+@pytest.mark.slow
 def test_neuron_command_prints_the_articles_figures(tmp_path, flags):
     done = run_module("recipes.neuron", f"--model_dir={tmp_path}", *flags)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -94,6 +101,7 @@ def test_neuron_command_prints_the_articles_figures(tmp_path, flags):
         np.testing.assert_allclose(printed[name], values, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_mlp_command_prints_each_epochs_average_loss_and_the_accuracy(tmp_path):
     done = run_module("recipes.mlp", f"--model_dir={tmp_path}", "--epochs=2")
     assert done.returncode == 0, done.stderr[-3000:]

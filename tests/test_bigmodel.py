@@ -6,7 +6,7 @@ import pytest
 from recipes import bigmodel
 from recipes.core import data
 from recipes.core.config import TrainConfig
-from tests.helpers import run_module, run_python
+from tests.helpers import run_module, run_python, shared_strategy
 
 SKLEARN_SCORES = """
 import json, sys
@@ -56,8 +56,10 @@ def test_readme_command_reaches_its_floor_and_its_metrics_match_sklearn(tmp_path
     assert written["num_validation_examples"] > 0 and "validation_auc" in written
 
 
-@pytest.mark.parametrize("task", ["mnist", "breast_cancer"])
-def test_two_steps_of_each_task_under_each_strategy(tmp_path, strategy, task, mnist):
+@pytest.mark.parametrize("strategy_name", ["default", pytest.param("mirrored", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("task", [pytest.param("mnist", marks=pytest.mark.slow), "breast_cancer"])
+def test_two_steps_of_each_task_under_each_strategy(tmp_path, strategy_name, task, mnist):
+    strategy = shared_strategy(strategy_name)
     dataset = mnist.with_validation_split() if task == "mnist" else data.load_breast_cancer()
     config = TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
     metrics = bigmodel.run(config, strategy, dataset, task)

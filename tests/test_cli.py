@@ -58,12 +58,14 @@ def test_every_command_in_the_readme_is_accepted_by_the_flag_parser():
     assert len([c for c in commands if "--strategy=multi_worker" in c]) == 2
 
 
+@pytest.mark.slow
 def test_unknown_strategy(tmp_path):
     done = run_module("recipes.mnist", "--strategy=horovod", f"--model_dir={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "--strategy=horovod: value should be one of <auto|default|one_device|mirrored|multi_worker|tpu>" in done.stderr
 
 
+@pytest.mark.slow
 def test_tpu_strategy_without_a_tpu_fails_fast(tmp_path):
     start = time.monotonic()
     done = run_module("recipes.mnist", "--strategy=tpu", f"--model_dir={tmp_path}", timeout=60)
@@ -71,18 +73,21 @@ def test_tpu_strategy_without_a_tpu_fails_fast(tmp_path):
     assert time.monotonic() - start < 30  # Seconds, the TensorFlow import included.
 
 
+@pytest.mark.slow
 def test_batch_that_replicas_cannot_split(tmp_path):
     done = run_module("recipes.mnist", "--strategy=mirrored", "--num_cpu_devices=2",
                       "--batch_size=33", f"--model_dir={tmp_path}")
     assert_one_line_error(done, "error: --batch_size=33 does not split evenly over 2 replicas")
 
 
+@pytest.mark.slow
 def test_tfds_with_no_network_and_no_prepared_data(tmp_path):
     done = run_module("recipes.mnist", "--data_source=tfds", f"--data_dir={tmp_path / 'tfds'}",
                       f"--model_dir={tmp_path / 'run'}", timeout=60)
     assert_one_line_error(done, "not prepared", "network is unreachable", "--data_source=sample")
 
 
+@pytest.mark.slow
 def test_model_dir_with_a_checkpoint_of_another_model(tmp_path):
     other = models.mnist_dense(hidden_units=(64,))
     optimizer = keras.optimizers.Adam()
@@ -95,6 +100,7 @@ def test_model_dir_with_a_checkpoint_of_another_model(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
+@pytest.mark.slow
 def test_nan_loss(tmp_path):
     done = run_module("recipes.mnist", f"--model_dir={tmp_path}", "--learning_rate=1e30",
                       "--train_steps=50", "--steps_per_loop=10")

@@ -1,7 +1,6 @@
 """The process around a run: importing the package changes nothing process-wide,
 the entry point sets what a recipe needs (the BFC allocator, quiet logs), and a
 run leaves a training-curves plot read back from its logs."""
-import json
 import os
 import re
 import struct

@@ -87,6 +87,7 @@ def test_bigmodel_rejects_bad_arguments(kwargs):
         models.BigModel(**kwargs)
 
 
+@pytest.mark.slow
 def test_bigmodel_round_trips_through_model_keras_in_a_fresh_process(tmp_path):
     model = models.BigModel(hidden_units=(32, 16), num_classes=4, dropout_rate=0.25, l2=1e-3)
     model.build((None, 6))

@@ -9,8 +9,9 @@ import tensorflow as tf
 
 import models
 from recipes import bigmodel
-from recipes.core import data, optimization, step, train
+from recipes.core import data, optimization, train
 from recipes.core.config import TrainConfig
+from recipes.core.step import Trainer
 from tests.helpers import assert_one_line_error, run_module, shared_strategy, train_mnist_net
 
 LR = 0.1
@@ -40,7 +41,7 @@ def _bias_only_trainer(config, strategy):
     with strategy.scope():
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, kernel_initializer="zeros")])
         optimizer = optimization.make_optimizer(config)
-    trainer = step.Trainer(strategy, model, optimizer, loss_fn=lambda y, p: p[:, 0],
+    trainer = Trainer(strategy, model, optimizer, loss_fn=lambda y, p: p[:, 0],
                             metrics_fn=list, global_batch_size=config.batch_size)
     dataset = data.train_dataset(strategy, np.zeros((64, 1), np.float32), np.zeros(64, np.int32),
                                  config.batch_size, preprocess=lambda x: x, seed=0)
@@ -71,7 +72,7 @@ def _one_step_update(tmp_path, strategy, **clipping):
     with strategy.scope():
         model = models.mnist_dense(hidden_units=(32,))
         optimizer = optimization.make_optimizer(config)
-    trainer = step.Trainer(strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
+    trainer = Trainer(strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
                             metrics_fn=list, global_batch_size=64)
     iterator = iter(data.train_dataset(strategy, mnist_data.x_train, mnist_data.y_train, 64,
                                        preprocess=data.scale_pixels, seed=0))
@@ -152,6 +153,7 @@ def test_early_stopping_stops_an_overfitting_run_and_keeps_the_best_epoch(tmp_pa
     (["--lr_schedule=linear"], ["--lr_schedule=linear needs --decay_rate > 0"]),
     (["--momentum=0.9"], ["--momentum=0.9 applies to --optimizer=sgd or rmsprop"]),
 ])
+@pytest.mark.slow
 def test_flags_that_cannot_work_get_a_one_line_error(tmp_path, flags, fragments):
     done = run_module("recipes.mnist", f"--model_dir={tmp_path}", "--train_steps=2", *flags, timeout=120)
     assert_one_line_error(done, *fragments)

@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 
 import strategies
-from tests.helpers import run_python
 
 
 def test_unknown_strategy_lists_the_choices():
