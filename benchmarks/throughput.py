@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import models  # noqa: E402
-from recipes.core import data, step  # noqa: E402
+from recipes.core import data  # noqa: E402
+from recipes.core.step import Trainer  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = {"mnist_dense": models.mnist_dense, "bigmodel": lambda: models.BigModel(num_classes=10)}
@@ -79,7 +80,7 @@ def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", s
     with strategy.scope():
         model = _build(model_name)
         optimizer = keras.optimizers.Adam()
-    trainer = step.Trainer(
+    trainer = Trainer(
         strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
         lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")], batch_size)
     keras.mixed_precision.set_global_policy("float32")

@@ -45,11 +45,11 @@ print("ok")
 """
 
 
-# The fast tier keeps the quick recipes under `default`; `mirrored` (covered in the fast
-# tier by test_train.py and test_step.py), the LSTM and BERT run in the full suite.
+# The fast tier keeps three recipes under `default`; `mirrored` (covered in the fast tier
+# by test_train.py and test_step.py) and the others run in the full suite.
 @pytest.mark.parametrize("strategy_name", ["default", pytest.param("mirrored", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("name", ["cnn", pytest.param("lstm", marks=pytest.mark.slow), "mlp", "linreg",
-                                  "neuron", pytest.param("bert", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["cnn", "linreg", "neuron"] + [
+    pytest.param(name, marks=pytest.mark.slow) for name in ("lstm", "mlp", "bert")])
 def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy_name, name, mnist):
     strategy = shared_strategy(strategy_name)
     config = TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
