@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 import models
-from recipes.core import train
+from recipes.core import data, step, train
 from recipes.core.config import TrainConfig
 from recipes.core.errors import RecipeError
 from tests.helpers import shared_strategy, train_mnist_net
@@ -130,3 +130,62 @@ def test_profile_writes_a_tensorboard_trace_of_one_loop(tmp_path, mnist):
     _run(tmp_path, mnist, train_steps=20, steps_per_loop=10, profile=True)
     traces = list((tmp_path / "logs" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
+
+
+@tf.custom_gradient
+def _nan_gradient(x):
+    return tf.identity(x), lambda upstream: upstream * float("nan")
+
+
+class _PoisonedUpdate(step.Objective):
+    """A finite loss whose gradient is NaN: the loss the loop reads is fine, and the
+    update it just made leaves every weight NaN."""
+
+    def loss(self, model, x, y, training):
+        per_example, predictions = super().loss(model, x, y, training)
+        return per_example + 0.0 * _nan_gradient(tf.reduce_sum(model.layers[-1].kernel)), predictions
+
+
+def test_weights_made_nan_by_a_loops_last_update_never_reach_disk(tmp_path, mnist, strategy):
+    _run(tmp_path, mnist, strategy, train_steps=10, steps_per_loop=5, checkpoint_steps=5)
+    saved = keras.models.load_model(tmp_path / "model.keras").get_weights()
+    config = TrainConfig(model_dir=str(tmp_path), batch_size=64, seed=7, train_steps=11,
+                         steps_per_loop=1, checkpoint_steps=1)
+    with pytest.raises(RecipeError, match=r"a weight or an optimizer slot became NaN or infinite by "
+                                          r"step 11; stopped without saving, .*kept \(.*ckpt-10\)"):
+        train.train_model(config, strategy, mnist, models.mnist_dense,
+                          objective=_PoisonedUpdate(keras.losses.sparse_categorical_crossentropy),
+                          metrics_fn=list, preprocess=data.scale_pixels, recipe="mnist")
+    assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-10")
+    restored = models.mnist_dense()
+    tf.train.Checkpoint(model=restored).restore(
+        tf.train.latest_checkpoint(tmp_path / "checkpoints")).expect_partial()
+    assert all(np.isfinite(w).all() for w in restored.get_weights())
+    assert _max_abs_diff(keras.models.load_model(tmp_path / "model.keras").get_weights(), saved) == 0
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    from recipes.core import artifacts
+
+    artifacts.write(models.mnist_dense(hidden_units=(4,)), str(tmp_path),
+                    {"test_auc": float("nan"), "losses": [1.0, float("inf")], "steps": 3})
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    assert json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse) == {
+        "test_auc": None, "losses": [1.0, None], "steps": 3}
+
+
+def test_a_run_whose_test_loss_diverged_writes_no_artifacts(tmp_path, strategy):
+    """One huge SGD step leaves finite weights (about 1e20) whose squared error on the
+    test split overflows float32."""
+    boston, _, _ = data.load_boston_rooms()
+    config = TrainConfig(model_dir=str(tmp_path), batch_size=64, optimizer="sgd",
+                         learning_rate=1e18, train_steps=1, steps_per_loop=1)
+    with pytest.raises(RecipeError, match=r"the test loss is (inf|nan): the run diverged; nothing was written "
+                                          r"beyond the checkpoints \(the last is .*ckpt-1\)"):
+        train.train_model(config, strategy, boston, models.linear_regression,
+                          loss_fn=keras.losses.mean_squared_error, metrics_fn=list,
+                          preprocess=lambda x: x, recipe="linreg")
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints", "logs"]

@@ -3,6 +3,7 @@
 import glob
 import io
 import json
+import math
 import os
 
 import tensorflow as tf
@@ -30,11 +31,22 @@ def format_results(results):
 
 def write(model, model_dir, metrics):
     """Writes `model.keras`, `saved_model/` and `metrics.json` (through `tf.io.gfile`,
-    so a gs:// model_dir works)."""
+    so a gs:// model_dir works). metrics.json is strict JSON: a value that is not
+    finite (say, an AUC with no positive example) is written as null."""
     model.save(os.path.join(model_dir, "model.keras"))
     model.export(os.path.join(model_dir, "saved_model"), verbose=False)
     with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
+        json.dump(_finite_or_none(metrics), f, indent=2, allow_nan=False)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
 
 
 def read_scalars(log_dir, last_step=None):

@@ -54,22 +54,25 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
         if self.steps_per_loop is not None:
             _check(self.steps_per_loop >= 1, "steps_per_loop", "must be at least 1", self.steps_per_loop)
-        for name in ("train_steps", "checkpoint_steps", "early_stopping_patience", "l2"):
+        for name in ("train_steps", "checkpoint_steps", "early_stopping_patience"):
             _check(getattr(self, name) >= 0, name, "must be 0 or more", getattr(self, name))
+        _check(math.isfinite(self.l2) and self.l2 >= 0, "l2", "must be a finite number, 0 or more",
+               self.l2)
         _check(0 <= self.dropout_rate < 1, "dropout_rate", "must be in [0, 1)", self.dropout_rate)
+        _check(0 <= self.seed < 2**32, "seed", "must be in [0, 2**32)", self.seed)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
         check_schedule(self.lr_schedule, self.learning_rate, decay_steps=self.decay_steps,
                        decay_rate=self.decay_rate, warmup_steps=self.warmup_steps)
         clipping = {name: getattr(self, name) for name in CLIPPING if getattr(self, name) is not None}
         for name, value in clipping.items():
-            _check(value > 0, name, "must be positive", value)
+            _check(math.isfinite(value) and value > 0, name, "must be positive", value)
         if len(clipping) > 1:
             raise RecipeError(f"pass at most one of --clipnorm, --global_clipnorm and --clipvalue; "
                               f"received {', '.join('--' + name for name in clipping)}")
-        if self.momentum < 0 or (self.momentum and self.optimizer not in ("sgd", "rmsprop")):
+        if not 0 <= self.momentum < 1 or (self.momentum and self.optimizer not in ("sgd", "rmsprop")):
             raise RecipeError(f"--momentum={self.momentum} applies to --optimizer=sgd or rmsprop, "
-                              "and must be 0 or more")
+                              "and must be in [0, 1)")
 
     def check_fits(self, strategy, num_train_examples):
         """The checks that need the strategy and the data: the batch splits over the
@@ -104,6 +107,7 @@ def check_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup
     _check(warmup_steps >= 0, "warmup_steps", "must be 0 or more", warmup_steps)
     if name in ("exponential", "step", "cosine") and decay_steps <= 0:
         raise RecipeError(f"--lr_schedule={name} needs --decay_steps > 0; received {decay_steps}")
+    _check(math.isfinite(decay_rate), "decay_rate", "must be a finite number", decay_rate)
     if name in ("exponential", "step") and not 0 < decay_rate <= 1:
         raise RecipeError(f"--lr_schedule={name} needs 0 < --decay_rate <= 1 (the factor per "
                           f"--decay_steps); received {decay_rate}")

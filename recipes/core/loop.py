@@ -91,6 +91,7 @@ class Controller:
         self.loop_times = []  # (steps, seconds) per call of the compiled loop.
         self.train_loss_by_epoch, self.validation_loss_by_epoch = [], []  # This run's epochs.
         self._progbar = None
+        self._all_finite = None  # A compiled check of every weight and optimizer slot.
 
     def run(self):
         """Trains until `plan.total_steps`, or until a hook asks to stop."""
@@ -120,13 +121,26 @@ class Controller:
         return results
 
     def check_finite(self, results):
-        """Stops the run, keeping the checkpoints on disk, once the loss is not finite."""
+        """Stops the run before anything is saved once the loss, a weight or an optimizer
+        slot is not finite: the checkpoints on disk are all finite by construction."""
         if not math.isfinite(results["loss"]):
-            kept = self.manager.latest_checkpoint or "none was written"
-            raise RecipeError(
-                f"the training loss became {results['loss']} by step {self.step}; stopped without "
-                f"saving, the last good checkpoint is kept ({kept}); lower --learning_rate "
-                "or check the input data")
+            problem = f"the training loss became {results['loss']}"
+        elif not self._state_is_finite():  # The loop's last update comes after its mean loss.
+            problem = "a weight or an optimizer slot became NaN or infinite"
+        else:
+            return
+        kept = self.manager.latest_checkpoint or "none was written"
+        raise RecipeError(
+            f"{problem} by step {self.step}; stopped without saving, the last good checkpoint "
+            f"is kept ({kept}); lower --learning_rate or check the input data")
+
+    def _state_is_finite(self):
+        if self._all_finite is None:
+            variables = [v for v in self.trainer.model.variables + self.trainer.optimizer.variables
+                         if keras.backend.is_float_dtype(v.dtype)]
+            self._all_finite = tf.function(lambda: tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
+        return bool(self._all_finite())
 
     def report(self, results, num_steps):
         """The progress bar, and the loop's scalars for TensorBoard."""

@@ -102,6 +102,10 @@ class Trainer:
     def __init__(self, strategy, model, optimizer, loss_fn=None, metrics_fn=list,
                  global_batch_size=None, jit_compile=True, accum_steps=1, train_metrics_fn=None,
                  objective=None):
+        if objective is None and loss_fn is None:
+            raise ValueError("Trainer needs `loss_fn` or `objective`; received neither")
+        if not isinstance(global_batch_size, int) or global_batch_size < 1:
+            raise ValueError(f"`global_batch_size` must be a positive int. Received: {global_batch_size}")
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer

@@ -7,6 +7,7 @@ artifacts. Every recipe trains through `train_model` (or `train_classifier`).
 """
 import contextlib
 import dataclasses
+import math
 import os
 import tempfile
 import time
@@ -17,6 +18,7 @@ import tensorflow as tf
 import strategies
 from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, step
 from recipes.core import data as data_lib
+from recipes.core.errors import RecipeError
 
 
 def set_up_run(config, strategy=None):
@@ -110,6 +112,11 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                                  stack.enter_context, sigterm)
         controller.run()
         evaluation = _evaluate(trainer, strategy, data, config.batch_size, preprocess, controller)
+        if not math.isfinite(evaluation["test"]["loss"]):
+            raise RecipeError(
+                f"the test loss is {evaluation['test']['loss']}: the run diverged; nothing was "
+                f"written beyond the checkpoints (the last is {controller.manager.latest_checkpoint}); "
+                "lower --learning_rate and start over in a new --model_dir")
         results = _results(config, strategy, data, recipe, controller, evaluation,
                            start_time=start_time, extra_metrics=extra_metrics or {})
         artifacts.write(model, write_dir, results)
