@@ -98,7 +98,6 @@ def test_bigmodel_round_trips_through_model_keras_in_a_fresh_process(tmp_path):
     config = json.loads(run_python(f"""
 import json, keras, numpy as np
 import models
-from tests.helpers import run_python
 model = keras.models.load_model("{tmp_path}/model.keras")
 assert isinstance(model, models.BigModel)
 np.testing.assert_allclose(model(np.load("{tmp_path}/x.npy")), np.load("{tmp_path}/y.npy"), atol=1e-6)

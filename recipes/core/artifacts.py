@@ -1,6 +1,5 @@
 """What a run leaves behind: TensorBoard summaries while it trains, then
 `model.keras`, `saved_model/`, `metrics.json` and `curves.png` in `--model_dir`."""
-import glob
 import io
 import json
 import math
@@ -53,11 +52,11 @@ def read_scalars(log_dir, last_step=None):
     """`{name: {step: value}}` from the TensorBoard event files in `log_dir`.
 
     A resumed run logs again the steps after its last checkpoint; the later
-    file wins, so the curves are those of the weights that were kept.
+    file (their names start with the writer's creation time) wins, so the curves
+    are those of the weights that were kept. Through `tf.io.gfile`, so gs:// works.
     """
     scalars = {}
-    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*")),
-                       key=os.path.getmtime):
+    for path in sorted(tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
         for record in tf.data.TFRecordDataset(path):
             event = tf.compat.v1.Event.FromString(record.numpy())
             if last_step is not None and event.step > last_step:
@@ -68,9 +67,12 @@ def read_scalars(log_dir, last_step=None):
 
 
 def plot_curves(model_dir, metrics, steps_per_epoch):
-    """Writes `<model_dir>/curves.png` (see `curves_figure`)."""
+    """Writes `<model_dir>/curves.png` (see `curves_figure`); nothing if nothing was logged."""
+    figure = curves_figure(model_dir, metrics, steps_per_epoch)
+    if not figure.axes:
+        return
     buffer = io.BytesIO()
-    curves_figure(model_dir, metrics, steps_per_epoch).savefig(buffer, format="png", dpi=100)
+    figure.savefig(buffer, format="png", dpi=100)
     with tf.io.gfile.GFile(os.path.join(model_dir, "curves.png"), "wb") as f:
         f.write(buffer.getvalue())
 
@@ -87,7 +89,7 @@ def curves_figure(model_dir, metrics, steps_per_epoch):
     names = [n for n in dict.fromkeys([*train, *validation]) if n not in _NOT_CURVES
              and not (n == "learning_rate" and len(set(train[n].values())) == 1)]  # Constant.
     names.sort(key=lambda n: (n != "loss", n == "learning_rate"))  # Loss first, rate last.
-    columns = min(3, len(names))
+    columns = max(1, min(3, len(names)))
     rows = -(-len(names) // columns)
     figure = Figure(figsize=(4.5 * columns, 3.2 * rows), layout="constrained")
     figure.suptitle(f"{metrics['recipe']}: {metrics['steps']} steps, "

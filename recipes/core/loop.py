@@ -91,7 +91,11 @@ class Controller:
         self.loop_times = []  # (steps, seconds) per call of the compiled loop.
         self.train_loss_by_epoch, self.validation_loss_by_epoch = [], []  # This run's epochs.
         self._progbar = None
-        self._all_finite = None  # A compiled check of every weight and optimizer slot.
+        variables = [v for v in trainer.model.variables + trainer.optimizer.variables
+                     if keras.backend.is_float_dtype(v.dtype)]
+        # One compiled check of every weight and optimizer slot.
+        self._all_finite = tf.function(lambda: tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
 
     def run(self):
         """Trains until `plan.total_steps`, or until a hook asks to stop."""
@@ -125,7 +129,7 @@ class Controller:
         slot is not finite: the checkpoints on disk are all finite by construction."""
         if not math.isfinite(results["loss"]):
             problem = f"the training loss became {results['loss']}"
-        elif not self._state_is_finite():  # The loop's last update comes after its mean loss.
+        elif not bool(self._all_finite()):  # The loop's last update comes after its mean loss.
             problem = "a weight or an optimizer slot became NaN or infinite"
         else:
             return
@@ -133,14 +137,6 @@ class Controller:
         raise RecipeError(
             f"{problem} by step {self.step}; stopped without saving, the last good checkpoint "
             f"is kept ({kept}); lower --learning_rate or check the input data")
-
-    def _state_is_finite(self):
-        if self._all_finite is None:
-            variables = [v for v in self.trainer.model.variables + self.trainer.optimizer.variables
-                         if keras.backend.is_float_dtype(v.dtype)]
-            self._all_finite = tf.function(lambda: tf.reduce_all(
-                [tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
-        return bool(self._all_finite())
 
     def report(self, results, num_steps):
         """The progress bar, and the loop's scalars for TensorBoard."""
