@@ -12,6 +12,8 @@ normalization after it, as in BERT.
 import keras
 from keras import ops
 
+from models import _checks
+
 
 @keras.saving.register_keras_serializable(package="models")
 class BertEncoder(keras.Model):
@@ -30,13 +32,15 @@ class BertEncoder(keras.Model):
     def __init__(self, vocab_size, max_length, hidden_size=128, num_layers=2, num_heads=4,
                  intermediate_size=256, dropout_rate=0.1, **kwargs):
         super().__init__(**kwargs)
+        vocab_size = _checks.count("vocab_size", vocab_size, minimum=2)
+        max_length = _checks.count("max_length", max_length)
+        num_layers = _checks.count("num_layers", num_layers)
+        num_heads = _checks.count("num_heads", num_heads)
+        hidden_size = _checks.count("hidden_size", hidden_size)
+        intermediate_size = _checks.count("intermediate_size", intermediate_size)
         if hidden_size % num_heads:
             raise ValueError(f"`num_heads` must divide `hidden_size`. Received: num_heads={num_heads}, "
                              f"hidden_size={hidden_size}")
-        if vocab_size < 2 or max_length < 1 or num_layers < 1:
-            raise ValueError("`vocab_size` must be at least 2 and `max_length`, `num_layers` positive. "
-                             f"Received: vocab_size={vocab_size}, max_length={max_length}, "
-                             f"num_layers={num_layers}")
         self.vocab_size = vocab_size
         self.max_length = max_length
         self.hidden_size = hidden_size

@@ -7,6 +7,8 @@ own names, and the head follows the task: one sigmoid unit for a binary task
 """
 import keras
 
+from models import _checks
+
 
 @keras.saving.register_keras_serializable(package="models")
 class BigModel(keras.Model):
@@ -24,16 +26,10 @@ class BigModel(keras.Model):
     def __init__(self, hidden_units=(256, 128, 64, 32, 16, 8), num_classes=10, dropout_rate=0.0,
                  l2=0.0, activation="relu", **kwargs):
         super().__init__(**kwargs)
-        hidden_units = tuple(int(units) for units in hidden_units)
-        if not hidden_units or min(hidden_units) <= 0:
-            raise ValueError("`hidden_units` must be a non-empty list of positive widths. "
-                             f"Received: hidden_units={hidden_units}")
-        if num_classes < 1:
-            raise ValueError(f"`num_classes` must be 1 (binary) or more. Received: num_classes={num_classes}")
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ValueError(f"`dropout_rate` must be in [0, 1). Received: dropout_rate={dropout_rate}")
-        if l2 < 0:
-            raise ValueError(f"`l2` must be 0 or more. Received: l2={l2}")
+        hidden_units = _checks.widths("hidden_units", hidden_units)
+        num_classes = _checks.count("num_classes", num_classes)  # 1: a binary sigmoid head.
+        dropout_rate = _checks.rate("dropout_rate", dropout_rate)
+        l2 = _checks.rate("l2", l2, high=float("inf"))
         self.hidden_units = hidden_units
         self.num_classes = num_classes
         self.dropout_rate = dropout_rate

@@ -6,6 +6,8 @@ MNIST (28x28x1, 3,136 features after the convolutions) and CIFAR-10 (32x32x3, 4,
 """
 import keras
 
+from models import _checks
+
 
 def cnn(input_shape=(28, 28, 1), num_classes=10, filters=(32, 64), dense_units=128, name="cnn"):
     """Conv(32, 3x3, same) -> ReLU -> MaxPool(2) -> Conv(64, 3x3, same) -> ReLU ->
@@ -19,11 +21,11 @@ def cnn(input_shape=(28, 28, 1), num_classes=10, filters=(32, 64), dense_units=1
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
         raise ValueError(f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}")
-    if num_classes < 2:
-        raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
+    num_classes = _checks.count("num_classes", num_classes, minimum=2)
+    dense_units = _checks.count("dense_units", dense_units)
     layers = [keras.Input(shape=input_shape)]
-    for count in filters:
-        layers += [keras.layers.Conv2D(int(count), 3, padding="same", activation="relu"),
+    for count in _checks.widths("filters", filters):
+        layers += [keras.layers.Conv2D(count, 3, padding="same", activation="relu"),
                    keras.layers.MaxPooling2D(2)]
     layers += [keras.layers.Flatten(),
                keras.layers.Dense(dense_units, activation="relu"),

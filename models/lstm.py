@@ -12,6 +12,8 @@ the four gates' weights side by side in one kernel, in the order i, f, c~, o):
 """
 import keras
 
+from models import _checks
+
 
 def lstm_classifier(input_shape=(28, 28), units=128, num_classes=10, name="lstm_classifier"):
     """LSTM(units) over a [steps, features] sequence -> Dense(num_classes, softmax).
@@ -22,8 +24,8 @@ def lstm_classifier(input_shape=(28, 28), units=128, num_classes=10, name="lstm_
     input_shape = tuple(input_shape)
     if len(input_shape) != 2:
         raise ValueError(f"`input_shape` must be (steps, features). Received: input_shape={input_shape}")
-    if num_classes < 2:
-        raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
+    num_classes = _checks.count("num_classes", num_classes, minimum=2)
+    units = _checks.count("units", units)
     return keras.Sequential([
         keras.Input(shape=input_shape),
         keras.layers.LSTM(units),

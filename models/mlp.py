@@ -1,6 +1,8 @@
 """The articles' two-layer MLP (their PyTorch `LargeModel`): fc1 -> ReLU -> fc2."""
 import keras
 
+from models import _checks
+
 
 def two_layer_mlp(input_shape=(28, 28), hidden_units=512, num_classes=10, name="two_layer_mlp"):
     """Flatten -> Dense(hidden_units, relu) (fc1) -> Dense(num_classes, softmax) (fc2).
@@ -9,10 +11,8 @@ def two_layer_mlp(input_shape=(28, 28), hidden_units=512, num_classes=10, name="
     softmax itself; here the softmax is in the model. 407,050 parameters with the
     defaults: 784 * 512 + 512 + 512 * 10 + 10.
     """
-    if hidden_units < 1:
-        raise ValueError(f"`hidden_units` must be positive. Received: hidden_units={hidden_units}")
-    if num_classes < 2:
-        raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
+    hidden_units = _checks.count("hidden_units", hidden_units)
+    num_classes = _checks.count("num_classes", num_classes, minimum=2)
     return keras.Sequential([
         keras.Input(shape=tuple(input_shape)),
         keras.layers.Flatten(),

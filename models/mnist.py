@@ -1,6 +1,8 @@
 """The articles' MNIST dense net: Flatten -> Dense(1024) -> Dense(1024) -> Dense(10, softmax)."""
 import keras
 
+from models import _checks
+
 
 def mnist_dense(
     hidden_units=(1024, 1024),
@@ -28,20 +30,10 @@ def mnist_dense(
       l2: L2 penalty on every kernel (`keras.regularizers.L2`); 0 for none.
       name: model name.
     """
-    hidden_units = tuple(hidden_units)
-    if not hidden_units or any(int(u) <= 0 for u in hidden_units):
-        raise ValueError(
-            "`hidden_units` must be a non-empty list of positive widths. "
-            f"Received: hidden_units={hidden_units}"
-        )
-    if num_classes < 2:
-        raise ValueError(
-            f"`num_classes` must be at least 2. Received: num_classes={num_classes}"
-        )
-    if not 0.0 <= dropout_rate < 1.0:
-        raise ValueError(f"`dropout_rate` must be in [0, 1). Received: dropout_rate={dropout_rate}")
-    if l2 < 0:
-        raise ValueError(f"`l2` must be 0 or more. Received: l2={l2}")
+    hidden_units = _checks.widths("hidden_units", hidden_units)
+    num_classes = _checks.count("num_classes", num_classes, minimum=2)
+    dropout_rate = _checks.rate("dropout_rate", dropout_rate)
+    l2 = _checks.rate("l2", l2, high=float("inf"))
     regularizer = keras.regularizers.L2(l2) if l2 else None
     layers = [keras.Input(shape=tuple(input_shape)), keras.layers.Flatten()]
     for units in hidden_units:

@@ -14,6 +14,7 @@ classifier to <model_dir>. About 3 minutes on a 2-core CPU; README, "BERT".
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
+    entry.handle_stop_signals()
     entry.set_up_process()
 
 import dataclasses
@@ -56,9 +57,9 @@ def run(config, strategy, pretraining, fine_tuning, tokenizer, *, pretrain_epoch
                                      epochs=pretrain_epochs, learning_rate=pretrain_learning_rate)
     train.set_up_run(config, strategy)  # Once: the fine-tuning continues the same random streams.
     with strategy.scope():
-        encoder = models.BertEncoder(tokenizer.vocab_size, length, hidden_size=hidden_size,
-                                     num_layers=num_layers, num_heads=num_heads,
-                                     intermediate_size=2 * hidden_size)
+        encoder = train.build(models.BertEncoder, tokenizer.vocab_size, length,
+                              hidden_size=hidden_size, num_layers=num_layers, num_heads=num_heads,
+                              intermediate_size=2 * hidden_size)
         pretrainer = models.BertPretrainer(encoder)
         pretrainer.build((None, length))
     before = mean_loss(pretrainer, text.masked_lm_loss, pretraining.x_test, pretraining.y_test)

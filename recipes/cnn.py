@@ -10,6 +10,7 @@ accuracy (README, "CNN").
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
+    entry.handle_stop_signals()
     entry.set_up_process()
 
 import dataclasses

@@ -12,6 +12,7 @@ standardized units and in rooms, and the test MSE (README, "Linear regression").
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
+    entry.handle_stop_signals()
     entry.set_up_process()
 
 from absl import flags

@@ -11,6 +11,7 @@ measured figures.
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
+    entry.handle_stop_signals()
     entry.set_up_process()
 
 from absl import flags

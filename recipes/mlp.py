@@ -9,6 +9,7 @@ take about 10 s on a 2-core CPU. README, "Two-layer MLP", has the figures.
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
+    entry.handle_stop_signals()
     entry.set_up_process()
 
 from absl import flags

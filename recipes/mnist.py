@@ -10,6 +10,7 @@ Connected, it uses tensorflow-datasets MNIST (60,000 train / 10,000 test).
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
+    entry.handle_stop_signals()
     entry.set_up_process()
 
 from absl import flags

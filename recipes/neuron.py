@@ -13,6 +13,7 @@ one example, so every strategy takes exactly the same step. Under a second.
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
+    entry.handle_stop_signals()
     entry.set_up_process()
 
 import dataclasses

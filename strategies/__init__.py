@@ -10,7 +10,11 @@ recipes turn their flags into these keyword arguments.
 import glob
 import json
 import os
+import signal
 import socket
+import subprocess
+import sys
+import threading
 
 from absl import logging
 import tensorflow as tf
@@ -22,6 +26,13 @@ ALL_REDUCE_ALGS = ("auto", "nccl", "hierarchical_copy", "ring")
 # the host round trip between calls is its main overhead, so TPUs get more.
 STEPS_PER_LOOP = {"tpu": 1000}
 DEFAULT_STEPS_PER_LOOP = 100
+# Logical CPU devices are for testing multi-replica code; each one is a set of
+# thread pools, and TensorFlow hangs creating a thousand of them.
+MAX_CPU_DEVICES = 64
+# How long a multi-worker run waits for every worker to join, and how often it
+# says whom it waits for.
+CLUSTER_TIMEOUT_SECONDS = 300
+CLUSTER_PROGRESS_SECONDS = 30
 
 
 def configure_cpu_devices(num_cpu_devices):
@@ -31,9 +42,9 @@ def configure_cpu_devices(num_cpu_devices):
     split must happen before TensorFlow initializes its devices (before the
     first op); after that, asking for no more devices than exist is fine.
     """
-    if num_cpu_devices < 1:
-        raise ValueError(
-            f"--num_cpu_devices must be at least 1; received {num_cpu_devices}")
+    if not 1 <= num_cpu_devices <= MAX_CPU_DEVICES:
+        raise ValueError(f"--num_cpu_devices must be in [1, {MAX_CPU_DEVICES}]; received "
+                         f"{num_cpu_devices}")
     cpu = tf.config.list_physical_devices("CPU")[0]
     configured = len(tf.config.get_logical_device_configuration(cpu) or [None])
     if num_cpu_devices <= configured:
@@ -55,18 +66,76 @@ def configure_cluster(worker_hosts=None, task_index=-1):
     ("host:port,host:port") and this process's `task_index`.
     """
     if os.environ.get("TF_CONFIG"):
+        for hosts in _tf_config()["cluster"].values():
+            check_hosts(hosts, "TF_CONFIG")
         return
-    hosts = [h for h in (worker_hosts or "").split(",") if h]
+    hosts = [h.strip() for h in (worker_hosts or "").split(",") if h.strip()]
     if not hosts:
         raise ValueError(
             "--strategy=multi_worker needs the cluster: set TF_CONFIG, or pass "
             "--worker_hosts=host:port,host:port and --task_index=i")
+    check_hosts(hosts, "--worker_hosts")
     if not 0 <= task_index < len(hosts):
         raise ValueError(
             f"--task_index={task_index} is not a worker of --worker_hosts ({len(hosts)} "
             f"hosts); pass 0 to {len(hosts) - 1}")
     os.environ["TF_CONFIG"] = json.dumps(
         {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}})
+
+
+def check_hosts(hosts, where):
+    """Each of `hosts` must be host:port with the port in [1, 65535], and no two the same."""
+    for host in hosts:
+        name, colon, port = str(host).rpartition(":")
+        if not (colon and name and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"{where}: {host!r} is not host:port with a port in [1, 65535]; "
+                             "pass every worker as host:port, say localhost:12345")
+    duplicates = sorted({host for host in hosts if hosts.count(host) > 1})
+    if duplicates:
+        raise ValueError(f"{where} names {', '.join(duplicates)} more than once; give every "
+                         "worker its own host:port")
+
+
+def _tf_config():
+    try:
+        config = json.loads(os.environ["TF_CONFIG"])
+        if not isinstance(config.get("cluster"), dict):
+            raise ValueError
+        return config
+    except ValueError:
+        raise ValueError('TF_CONFIG is not JSON with a "cluster" of host:port lists; fix or '
+                         "unset it, or pass --worker_hosts and --task_index") from None
+
+
+def _multi_worker_strategy(options, timeout_seconds):
+    """MultiWorkerMirroredStrategy, created while a watchdog process
+    (`_cluster_watchdog.py`) says every `CLUSTER_PROGRESS_SECONDS` which workers
+    it still waits for, and after `timeout_seconds` ends this process with one
+    line that names them. TensorFlow itself waits an hour without a word, holding
+    the GIL, so that neither a thread nor a Python signal handler can run: SIGTERM
+    and SIGINT get their default action (exit at once; nothing is written yet)."""
+    interval = min(CLUSTER_PROGRESS_SECONDS, timeout_seconds / 2)
+    watchdog = subprocess.Popen(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "_cluster_watchdog.py"),
+         str(os.getpid()), str(timeout_seconds), str(interval), "--cluster_timeout_seconds",
+         *_other_hosts(_tf_config())], stdin=subprocess.PIPE)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, signal.SIG_DFL)
+                for signum in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _other_hosts(config):
+    task = config.get("task", {})
+    hosts, index = config["cluster"].get(task.get("type"), []), task.get("index", 0)
+    me = hosts[index] if 0 <= index < len(hosts) else None
+    return [host for hosts in config["cluster"].values() for host in hosts if host != me]
 
 
 def _gpus(num_gpus):
@@ -83,7 +152,8 @@ def _gpus(num_gpus):
 
 
 def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=None,
-                 task_index=-1, tpu=None, all_reduce_alg="auto"):
+                 task_index=-1, tpu=None, all_reduce_alg="auto",
+                 cluster_timeout_seconds=CLUSTER_TIMEOUT_SECONDS):
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -107,6 +177,8 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
       all_reduce_alg: how replicas sum gradients, one of `ALL_REDUCE_ALGS`.
         `mirrored` takes nccl (GPUs) or hierarchical_copy; `multi_worker`
         takes ring or nccl (GPUs); auto lets TensorFlow choose.
+      cluster_timeout_seconds: for `multi_worker`, how long to wait for every
+        worker to join before exiting with one line that names the missing ones.
 
     Raises:
       ValueError: for an unknown name, a device count that cannot be met, an
@@ -119,12 +191,15 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
     if all_reduce_alg not in ALL_REDUCE_ALGS:
         raise ValueError(f"unknown all-reduce {all_reduce_alg!r}; choose one of: "
                          f"{', '.join(ALL_REDUCE_ALGS)}")
+    if not cluster_timeout_seconds > 0:
+        raise ValueError(f"--cluster_timeout_seconds must be positive; received "
+                         f"{cluster_timeout_seconds}")
     configure_cpu_devices(num_cpu_devices)
     if name == "multi_worker":
         # Created before anything initializes TensorFlow's runtime, as it must be.
         configure_cluster(worker_hosts, task_index)
-        return tf.distribute.MultiWorkerMirroredStrategy(
-            communication_options=_collective_options(all_reduce_alg, num_gpus))
+        return _multi_worker_strategy(_collective_options(all_reduce_alg, num_gpus),
+                                      cluster_timeout_seconds)
     if name == "auto" and tpu_attached():
         name = "tpu"
         logging.info("--strategy=auto chose 'tpu': a TPU is attached.")

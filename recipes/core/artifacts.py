@@ -7,6 +7,8 @@ import os
 
 import tensorflow as tf
 
+from recipes.core.run_dir import remove
+
 # Scalars logged every loop that are not training curves.
 _NOT_CURVES = ("examples_per_second",)
 
@@ -28,14 +30,79 @@ def format_results(results):
     return ", ".join(f"{name}={value:.4f}" for name, value in results.items())
 
 
-def write(model, model_dir, metrics):
-    """Writes `model.keras`, `saved_model/` and `metrics.json` (through `tf.io.gfile`,
-    so a gs:// model_dir works). metrics.json is strict JSON: a value that is not
-    finite (say, an AUC with no positive example) is written as null."""
-    model.save(os.path.join(model_dir, "model.keras"))
-    model.export(os.path.join(model_dir, "saved_model"), verbose=False)
-    with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json"), "w") as f:
+# What `write` puts in place, in this order: metrics.json last, as the mark of a complete set.
+ARTIFACTS = ("model.keras", "saved_model", "curves.png", "metrics.json")
+STAGING = ".staging"  # <model_dir>/.staging: the next set, written before it replaces the last.
+_COMPLETE = "COMPLETE"
+
+
+def write(model, model_dir, metrics, curves_png=None):
+    """Writes `model.keras`, `saved_model/`, `curves.png` (the PNG bytes, if given)
+    and `metrics.json`, so that a kill at any moment keeps a complete set.
+
+    The new set is written whole into `<model_dir>/.staging/` and marked complete;
+    then the previous metrics.json is removed and each artifact renamed into
+    place, metrics.json last. A metrics.json beside the others means they are one
+    complete set; each file is always whole. A kill after the mark leaves
+    the renames half done, and the next run (`finish_interrupted_write`) completes
+    them. On gs:// a rename is a copy and a delete, with the same order and marks.
+    metrics.json is strict JSON: a value that is not finite (say, an AUC with no
+    positive example) is written as null.
+    """
+    staging = os.path.join(model_dir, STAGING)
+    remove(staging)
+    tf.io.gfile.makedirs(staging)
+    model.save(os.path.join(staging, "model.keras"))
+    model.export(os.path.join(staging, "saved_model"), verbose=False)
+    if curves_png:
+        with tf.io.gfile.GFile(os.path.join(staging, "curves.png"), "wb") as f:
+            f.write(curves_png)
+    with tf.io.gfile.GFile(os.path.join(staging, "metrics.json"), "w") as f:
         json.dump(_finite_or_none(metrics), f, indent=2, allow_nan=False)
+    with tf.io.gfile.GFile(os.path.join(staging, _COMPLETE), "w") as f:
+        f.write("")
+    _commit(model_dir)
+
+
+def finish_interrupted_write(model_dir):
+    """Completes a `write` that a kill interrupted after its new set was whole, or
+    discards one interrupted before. Returns whether it completed one."""
+    staging = os.path.join(model_dir, STAGING)
+    if not tf.io.gfile.exists(staging):
+        return False
+    if not tf.io.gfile.exists(os.path.join(staging, _COMPLETE)):
+        remove(staging)
+        return False
+    _commit(model_dir)
+    return True
+
+
+def _commit(model_dir):
+    """Renames the staged set into place; safe to run again after a kill."""
+    staging = os.path.join(model_dir, STAGING)
+    remove(os.path.join(model_dir, "metrics.json"))  # The old set is no longer complete.
+    for name in ARTIFACTS:
+        new, final, old = (os.path.join(staging, name), os.path.join(model_dir, name),
+                           os.path.join(staging, f"old.{name}"))
+        if not tf.io.gfile.exists(new):
+            continue
+        if tf.io.gfile.isdir(new) and tf.io.gfile.exists(final):
+            remove(old)
+            _move(final, old)  # A directory cannot be renamed over another.
+        _move(new, final)
+    remove(staging)
+
+
+def _move(source, destination):
+    if "://" not in source or not tf.io.gfile.isdir(source):
+        tf.io.gfile.rename(source, destination, overwrite=True)
+        return
+    for directory, _, files in tf.io.gfile.walk(source):  # Object stores rename files only.
+        target = os.path.join(destination, os.path.relpath(directory, source))
+        tf.io.gfile.makedirs(target)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(directory, name), os.path.join(target, name), overwrite=True)
+    tf.io.gfile.rmtree(source)
 
 
 def _finite_or_none(value):
@@ -66,15 +133,14 @@ def read_scalars(log_dir, last_step=None):
     return scalars
 
 
-def plot_curves(model_dir, metrics, steps_per_epoch):
-    """Writes `<model_dir>/curves.png` (see `curves_figure`); nothing if nothing was logged."""
+def curves_png(model_dir, metrics, steps_per_epoch):
+    """`curves_figure` as PNG bytes; None if nothing was logged."""
     figure = curves_figure(model_dir, metrics, steps_per_epoch)
     if not figure.axes:
-        return
+        return None
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    with tf.io.gfile.GFile(os.path.join(model_dir, "curves.png"), "wb") as f:
-        f.write(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def curves_figure(model_dir, metrics, steps_per_epoch):

@@ -19,7 +19,8 @@ CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How to train; every field but `model_dir` has a shared flag of the same name."""
+    """How to train; every field but `model_dir` and `recipe_settings` has a shared
+    flag of the same name."""
 
     model_dir: str
     epochs: int = 5
@@ -48,6 +49,8 @@ class TrainConfig:
     l2: float = 0.0
     dropout_rate: float = 0.0
     early_stopping_patience: int = 0  # Epochs without a better validation loss; 0: off.
+    # The recipe's own flags ({"num_heads": 4, ...}): a resumed run must match them too.
+    recipe_settings: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "accum_steps"):

@@ -126,18 +126,25 @@ def _load_tfds(name, data_dir, required):
     quickly and `required` is False."""
     import tensorflow_datasets as tfds  # Imported here: only this source needs it.
 
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
+    def unavailable(why, fix):
+        if required:
+            raise RecipeError(f"--data_source=tfds: {why}; {fix}, or use --data_source=sample")
+        print(f"{why}; using the embedded sample.")
+
+    try:
+        if data_dir and "://" in data_dir and not network_available():
+            raise OSError("the network is unreachable")
+        builder = tfds.builder(name, data_dir=data_dir)
+        prepared = builder.is_prepared()
+    except (tf.errors.OpError, OSError) as e:
+        reason = (getattr(e, "message", None) or str(e)).strip().splitlines()[0][:120]
+        return unavailable(f"--data_dir={data_dir} cannot be read ({reason})",
+                           "pass a --data_dir that can be read")
+    if not prepared:
         if not network_available():
-            if required:
-                raise RecipeError(
-                    f"--data_source=tfds: {name} is not prepared in {builder.data_dir} and "
-                    "the network is unreachable; prepare it on a connected machine "
-                    f"(`tfds build {name} --data_dir=DIR`) and pass --data_dir=DIR, "
-                    "or use --data_source=sample")
-            print(f"{name} is not prepared in {builder.data_dir} and the network is unreachable; "
-                  "using the embedded sample.")
-            return None
+            return unavailable(f"{name} is not prepared in {builder.data_dir} and the network is "
+                               "unreachable", "prepare it on a connected machine (`tfds build "
+                               f"{name} --data_dir=DIR`) and pass --data_dir=DIR")
         builder.download_and_prepare()
     arrays = {}
     for split in ("train", "test"):

@@ -3,6 +3,7 @@ a `RecipeError` printed as one line.
 
     if __name__ == "__main__":   # at the top of a recipe, before TensorFlow loads
         from recipes.core import entry
+        entry.handle_stop_signals()
         entry.set_up_process()
     ...
     if __name__ == "__main__":
@@ -13,12 +14,13 @@ Only these set process-wide state; importing `models`, `strategies` or
 """
 import logging
 import os
+import signal
 import sys
 
-from absl import app
+from absl import app, flags
 from absl import logging as absl_logging
 
-from recipes.core.errors import RecipeError
+from recipes.core.errors import Interrupted, Preempted, RecipeError
 
 
 def set_up_process():
@@ -40,6 +42,22 @@ def set_up_process():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def handle_stop_signals():
+    """SIGTERM and SIGINT from the process's start: one line and exit 42 or 130,
+    never a traceback or a silent 143. While a run trains, the loop takes them
+    over (a checkpoint, then the same codes); its handlers give these back."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop_at_once)
+
+
+def _stop_at_once(signum, frame):
+    error = (Interrupted if signum == signal.SIGINT else Preempted)(
+        f"by {signal.Signals(signum).name} before training began or after it ended; the "
+        "checkpoints and outputs on disk are kept; run the same command again to resume")
+    print(f"\n{error.line()}", file=sys.stderr, flush=True)
+    raise SystemExit(error.exit_code)  # Unwinds, so the run's lock on --model_dir is released.
+
+
 def _quiet_python_logs():
     """absl's INFO lines from TensorFlow's internals (checkpoint sharding, SavedModel
     signature renames) stay hidden unless `--verbosity` asks for them."""
@@ -49,20 +67,38 @@ def _quiet_python_logs():
 
 
 def run(main):
-    """`absl.app.run(main)` after the process set-up, printing a `RecipeError` as one
-    line and exiting with its code."""
+    """`absl.app.run(main)` after the process set-up, printing a flag the parser
+    rejects, a `RecipeError` or a Ctrl-C as one line and exiting with its code."""
 
     def guarded_main(argv):
         set_up_process()  # Idempotent; the allocator still takes effect here.
         _quiet_python_logs()
         try:
             return main(argv)
+        except KeyboardInterrupt:  # Outside the training loop, which reports its own.
+            _exit(Interrupted("at once; the checkpoints and outputs on disk are kept; run the "
+                              "same command again to resume"))
         except RecipeError as e:
-            # TensorFlow may still warn while the process tears down (say, about a
-            # checkpoint it could not restore); keep the error the last line.
-            logging.getLogger("tensorflow").setLevel(logging.ERROR)
-            print(flush=True)  # End a progress bar's line.
-            print(f"{e.label}: {e}", file=sys.stderr, flush=True)
-            sys.exit(e.exit_code)
+            _exit(e)
 
-    app.run(guarded_main)
+    app.run(guarded_main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+    """absl's parsing, with its error (an unknown flag, a value of the wrong type or
+    not among the choices) as one `error:` line instead of its two FATAL lines."""
+    try:
+        return app.FLAGS(argv)
+    except flags.Error as e:
+        message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        print(f"error: {message}; see --helpfull for every flag", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def _exit(error):
+    # TensorFlow may still warn while the process tears down (say, about a
+    # checkpoint it could not restore); keep the error the last line.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    print(flush=True)  # End a progress bar's line.
+    print(error.line(), file=sys.stderr, flush=True)
+    sys.exit(error.exit_code)

@@ -7,6 +7,10 @@ class RecipeError(Exception):
     label = "error"
     exit_code = 1
 
+    def line(self):
+        """The one line `entry.run` prints."""
+        return f"{self.label}: {self}"
+
 
 class Preempted(RecipeError):
     """The platform stopped the run; a checkpoint was saved and a rerun resumes."""
@@ -15,3 +19,13 @@ class Preempted(RecipeError):
     # A code cluster managers read as "restart me", as TensorFlow's own
     # PreemptionCheckpointHandler uses off Google Cloud.
     exit_code = 42
+
+
+class Interrupted(RecipeError):
+    """The user pressed Ctrl-C (SIGINT); what was saved is kept and a rerun resumes."""
+
+    label = "interrupted"
+    exit_code = 130  # 128 + SIGINT, as shells report it.
+
+    def line(self):
+        return f"{self.label} {self}"  # "interrupted at step N; ..."

@@ -2,19 +2,80 @@
 checkpoint, saving one when the platform preempts the run, and turning a lost
 worker into a one-line error."""
 import contextlib
+import logging
 import os
+import re
 import signal
 import threading
 
 import tensorflow as tf
 
 import strategies
+from recipes.core import run_dir
 from recipes.core.errors import Preempted, RecipeError
 
 
-def restore(checkpoint, model_dir):
-    """Restores the latest checkpoint, if any; a checkpoint that does not fit is an error."""
-    path = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+def latest_checkpoint(directory, repair=True):
+    """The newest checkpoint in `directory`, or None if it holds none.
+
+    TensorFlow finds it through the state file `checkpoint`. When that file is
+    missing or unreadable, or names a checkpoint that is gone, while `ckpt-N`
+    files are there, this takes the newest one that can be read (and rewrites
+    the state file when `repair`), so a run never restarts from step 0 beside
+    its own checkpoints; if none can be read, it is a one-line error.
+    """
+    try:
+        with _tensorflow_logs_off():  # It logs a garbled or dangling state file; this says more.
+            path = tf.train.latest_checkpoint(directory)
+    except Exception:  # noqa: BLE001 - a garbled state file may raise a protobuf ParseError.
+        path = None
+    if path:
+        return path
+    numbered = sorted((int(match.group(1)), name[:-len(".index")]) for name in
+                      (tf.io.gfile.listdir(directory) if tf.io.gfile.isdir(directory) else [])
+                      if (match := re.fullmatch(r"ckpt-(\d+)\.index", name)))
+    readable = [os.path.join(directory, prefix) for _, prefix in numbered
+                if _readable(os.path.join(directory, prefix))]
+    if numbered and not readable:
+        raise RecipeError(
+            f"{directory} holds checkpoints ({', '.join(p for _, p in numbered)}) but none can be "
+            "read; delete the directory to start over, or pass another --model_dir")
+    if not readable:
+        return None
+    print(f"The checkpoint state file in {directory} is missing or names no checkpoint there; "
+          f"resuming from the newest readable one, {os.path.basename(readable[-1])}.")
+    if repair:  # The state file (a text proto), so that the manager keeps only the newest again.
+        lines = [f'model_checkpoint_path: "{os.path.basename(readable[-1])}"']
+        for path in readable:
+            saved = tf.io.gfile.stat(path + ".index").mtime_nsec / 1e9
+            lines += [f'all_model_checkpoint_paths: "{os.path.basename(path)}"',
+                      f"all_model_checkpoint_timestamps: {saved}"]
+        run_dir.write_atomically(os.path.join(directory, "checkpoint"), "\n".join(lines) + "\n")
+    return readable[-1]
+
+
+@contextlib.contextmanager
+def _tensorflow_logs_off():
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _readable(prefix):
+    try:
+        tf.train.load_checkpoint(prefix)
+        return True
+    except Exception:  # noqa: BLE001 - TF raises several types for a damaged file.
+        return False
+
+
+def restore(checkpoint, path, model_dir):
+    """Restores `checkpoint` from `path` (None: nothing to restore); a checkpoint
+    that does not fit is an error."""
     if not path:
         return
     try:
@@ -38,9 +99,9 @@ class PreemptionWatcher:
     checkpoint without losing finished steps.
     """
 
-    def __init__(self, strategy, checkpoint, model_dir, sigterm):
+    def __init__(self, strategy, checkpoint, model_dir, terminate):
         self._handler = None
-        self._signalled = sigterm  # A threading.Event, set on SIGTERM.
+        self._signalled = terminate  # A threading.Event, set on SIGTERM.
         self._step = 0
         self._worker_dir = None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -64,8 +125,7 @@ class PreemptionWatcher:
         if self._handler is not None:
             self._handler.save_checkpoint_if_preempted(checkpoint_number=step)
         elif self._signalled.is_set():
-            if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
-                manager.save(checkpoint_number=step)
+            save_unless_saved(manager, step)
             self._stop()
 
     def close(self):
@@ -76,6 +136,13 @@ class PreemptionWatcher:
         raise Preempted(f"the platform is stopping the run (SIGTERM to this process or to another "
                         f"worker); saved a checkpoint at step {self._step}. Run the same command "
                         "again (on every worker, for multi_worker) to resume from it")
+
+
+def save_unless_saved(manager, step):
+    """Saves a checkpoint of `step` unless the last one is of it; returns its path."""
+    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{step}"):
+        manager.save(checkpoint_number=step)
+    return manager.latest_checkpoint
 
 
 def _quiet_lost_peer_in_watcher_threads():
@@ -94,19 +161,37 @@ def _quiet_lost_peer_in_watcher_threads():
     threading.excepthook = excepthook
 
 
+class StopSignals:
+    """What the user or the platform asked while the run trains: `terminate`
+    (SIGTERM) and `interrupt` (SIGINT, Ctrl-C), two `threading.Event`s."""
+
+    def __init__(self):
+        self.terminate = threading.Event()
+        self.interrupt = threading.Event()
+
+    def _on_sigint(self, signum, frame):
+        if self.interrupt.is_set():
+            raise KeyboardInterrupt  # A second Ctrl-C: stop at once.
+        self.interrupt.set()
+        print("\nCtrl-C: stopping after this loop, with a checkpoint; press it again to stop "
+              "at once.", flush=True)
+
+
 @contextlib.contextmanager
-def sigterm_event():
-    """A `threading.Event` that SIGTERM sets while the block runs; the process's
-    previous SIGTERM handler comes back afterwards."""
-    event = threading.Event()
+def stop_signals():
+    """`StopSignals` that SIGTERM and SIGINT set while the block runs; the
+    process's previous handlers come back afterwards."""
+    signals = StopSignals()
     if threading.current_thread() is not threading.main_thread():
-        yield event  # Signal handlers can only be set from the main thread.
+        yield signals  # Signal handlers can only be set from the main thread.
         return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: event.set())
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, lambda *_: signals.terminate.set()),
+                signal.SIGINT: signal.signal(signal.SIGINT, signals._on_sigint)}
     try:
-        yield event
+        yield signals
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

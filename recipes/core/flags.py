@@ -6,6 +6,7 @@ them into plain arguments.
 """
 import dataclasses
 import os
+import sys
 
 from absl import flags
 
@@ -15,7 +16,7 @@ from recipes.core import data
 from recipes.core.errors import RecipeError
 
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(config_lib.TrainConfig)
-            if field.name != "model_dir"}
+            if field.name not in ("model_dir", "recipe_settings")}
 
 # Where to run.
 flags.DEFINE_enum("strategy", "auto", strategies.NAMES, "Distribution strategy.")
@@ -29,6 +30,10 @@ flags.DEFINE_string(
     "--strategy=multi_worker: every worker's host:port, comma-separated, the "
     "same list and order on every worker; used when TF_CONFIG is not set.")
 flags.DEFINE_integer("task_index", -1, "--strategy=multi_worker: this worker's index in --worker_hosts.")
+flags.DEFINE_integer(
+    "cluster_timeout_seconds", strategies.CLUSTER_TIMEOUT_SECONDS,
+    "--strategy=multi_worker: how long to wait for every worker to join; the run says "
+    f"whom it waits for every {strategies.CLUSTER_PROGRESS_SECONDS} s and then exits with an error.")
 flags.DEFINE_string(
     "tpu", None,
     "--strategy=tpu: local (a TPU VM or Colab TPU runtime), a Cloud TPU name, or "
@@ -124,7 +129,7 @@ def strategy_from_flags():
         strategy = strategies.get_strategy(
             FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices,
             worker_hosts=FLAGS.worker_hosts, task_index=FLAGS.task_index, tpu=FLAGS.tpu,
-            all_reduce_alg=FLAGS.all_reduce_alg)
+            all_reduce_alg=FLAGS.all_reduce_alg, cluster_timeout_seconds=FLAGS.cluster_timeout_seconds)
         if FLAGS.strategy == "auto":
             name = strategies.name_of(strategy)
             why = ("a TPU is attached" if name == "tpu" else
@@ -144,4 +149,7 @@ def train_config(recipe, **recipe_defaults):
     unknown = set(recipe_defaults) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"not TrainConfig fields: {sorted(unknown)}")
-    return config_lib.TrainConfig(model_dir=FLAGS.model_dir or os.path.join("runs", recipe), **values)
+    # The flags the running recipe defines itself (absl files a program's flags under sys.argv[0]).
+    own = {flag.name: flag.value for flag in FLAGS.get_flags_for_module(sys.argv[0])}
+    return config_lib.TrainConfig(model_dir=FLAGS.model_dir or os.path.join("runs", recipe),
+                                  recipe_settings=own, **values)

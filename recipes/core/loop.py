@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from recipes.core import artifacts, fault_tolerance
-from recipes.core.errors import RecipeError
+from recipes.core.errors import Interrupted, RecipeError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,13 +99,16 @@ class Controller:
 
     def run(self):
         """Trains until `plan.total_steps`, or until a hook asks to stop."""
-        while self.step < self.plan.total_steps and not self.stop_requested:
-            num_steps = self.plan.steps_to_next_event(self.step)
-            results = self.train(num_steps)
-            self.report(results, num_steps)
-            self.maybe_checkpoint()
-            self._call_hooks("after_loop")
-            self.maybe_end_epoch(results)
+        try:
+            while self.step < self.plan.total_steps and not self.stop_requested:
+                num_steps = self.plan.steps_to_next_event(self.step)
+                results = self.train(num_steps)
+                self.report(results, num_steps)
+                self.maybe_checkpoint()
+                self._call_hooks("after_loop")
+                self.maybe_end_epoch(results)
+        except KeyboardInterrupt:  # A second Ctrl-C (see `InterruptHook`).
+            raise _interrupted(self.step, self.manager.latest_checkpoint) from None
         self.writers["train"].flush()
         self._call_hooks("on_end")
 
@@ -255,3 +258,25 @@ class PreemptionHook(Hook):
 
     def after_loop(self, controller):
         self.watcher.check(controller.manager, controller.step)
+
+
+class InterruptHook(Hook):
+    """Ctrl-C (`interrupt`, a `threading.Event` that SIGINT sets) stops the run after
+    the current loop, with a checkpoint of its last step; a multi-worker run keeps
+    its last checkpoint instead, since a save needs every worker."""
+
+    def __init__(self, interrupt, can_save=True):
+        self.interrupt, self.can_save = interrupt, can_save
+
+    def after_loop(self, controller):
+        if not self.interrupt.is_set():
+            return
+        kept = (fault_tolerance.save_unless_saved(controller.manager, controller.step)
+                if self.can_save else controller.manager.latest_checkpoint)
+        raise _interrupted(controller.step, kept)
+
+
+def _interrupted(step, kept):
+    kept = kept or "none was written yet"
+    return Interrupted(f"at step {step}; checkpoint kept ({kept}); run the same command again "
+                       "to resume")

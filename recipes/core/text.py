@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from recipes.core.data import SAMPLE_SPLIT_SEED, SAMPLE_TEST_FRACTION, ArrayData
+from recipes.core.errors import RecipeError
 
 TOPICS = ("asyncio", "email", "logging", "unittest", "xml")
 MIN_DOCSTRING_WORDS = 8
@@ -139,6 +140,12 @@ def load(length, vocab_size, mask_copies, seed=SAMPLE_SPLIT_SEED):
     """
     from sklearn.model_selection import train_test_split
 
+    for flag, value, minimum, why in (
+            ("max_length", length, 2, "[CLS] and at least one token"),
+            ("vocab_size", vocab_size, 5, "padding, unknown, [CLS], [MASK] and two words to swap in"),
+            ("mask_copies", mask_copies, 1, "each pre-training sequence masked at least once")):
+        if value < minimum:
+            raise RecipeError(f"--{flag} must be at least {minimum} ({why}); received {value}")
     reference = reference_text()
     texts, labels = [], []
     for label, package in enumerate(TOPICS):
@@ -151,6 +158,9 @@ def load(length, vocab_size, mask_copies, seed=SAMPLE_SPLIT_SEED):
 
     rng = np.random.default_rng(seed)
     sequences = chunks(tokenizer.stream(reference), length, tokenizer.cls_id)
+    if len(sequences) < 10:
+        raise RecipeError(f"--max_length={length} leaves {len(sequences)} pre-training sequences "
+                          "of the reference text; pass a shorter one")
     order = rng.permutation(len(sequences))
     held_out = int(len(sequences) * SAMPLE_TEST_FRACTION)
     x_train, mlm_train = mask_tokens(sequences[order[held_out:]], tokenizer, rng, mask_copies)

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 import strategies
-from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, step
+from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, run_dir, step
 from recipes.core import data as data_lib
 from recipes.core.errors import RecipeError
 
@@ -44,16 +44,26 @@ def train_model(config, strategy, dataset, build_model, *, metrics_fn, preproces
     """The recipe preamble and the run: seeds and precision (unless `set_up` is
     False, for a second phase of the same run), `build_model()` and the optimizer
     under the strategy's scope, then `train_and_evaluate`. Returns (results, model)."""
-    if set_up:
-        set_up_run(config, strategy)
-    with strategy.scope():
-        model = build_model()
-        optimizer = optimization.make_optimizer(config)
-    results = train_and_evaluate(
-        config, strategy, model, optimizer, dataset, loss_fn=loss_fn, objective=objective,
-        metrics_fn=metrics_fn, train_metrics_fn=train_metrics_fn, preprocess=preprocess,
-        recipe=recipe, extra_metrics=extra_metrics)
+    with run_dir.claim(config.model_dir, strategies.is_chief(strategy)):  # Before the model.
+        if set_up:
+            set_up_run(config, strategy)
+        with strategy.scope():
+            model = build(build_model)
+            optimizer = optimization.make_optimizer(config)
+        results = train_and_evaluate(
+            config, strategy, model, optimizer, dataset, loss_fn=loss_fn, objective=objective,
+            metrics_fn=metrics_fn, train_metrics_fn=train_metrics_fn, preprocess=preprocess,
+            recipe=recipe, extra_metrics=extra_metrics)
     return results, model
+
+
+def build(build_model, *args, **kwargs):
+    """`build_model(*args, **kwargs)`, with a model argument it rejects (a `ValueError`)
+    as a one-line `RecipeError`."""
+    try:
+        return build_model(*args, **kwargs)
+    except ValueError as e:
+        raise RecipeError(f"cannot build the model: {str(e).strip().splitlines()[0]}") from None
 
 
 def train_classifier(config, strategy, dataset, build_model, *, recipe, preprocess,
@@ -99,17 +109,23 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
         data = data.with_validation_split()
     config.check_fits(strategy, len(data.x_train))
     chief = strategies.is_chief(strategy)
+    checkpoints = os.path.join(config.model_dir, "checkpoints")
     # A worker's temporary directory goes away however the run ends, errors included.
-    with (contextlib.nullcontext(config.model_dir) if chief
-          else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir, \
-            fault_tolerance.sigterm_event() as sigterm, contextlib.ExitStack() as stack:
+    with run_dir.claim(config.model_dir, chief), \
+            (contextlib.nullcontext(config.model_dir) if chief
+             else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir, \
+            fault_tolerance.stop_signals() as signals, contextlib.ExitStack() as stack, \
+            run_dir.disk_full_is_an_error(config.model_dir,
+                                          lambda: tf.train.latest_checkpoint(checkpoints)):
+        if chief:
+            _tidy(config.model_dir)
         if not model.built:  # A subclassed model creates its variables on first use.
             with strategy.scope():
                 model.build((None,) + data.x_train.shape[1:])
         trainer = step.Trainer(strategy, model, optimizer, loss_fn, metrics_fn, config.batch_size,
                                config.jit_compile, config.accum_steps, train_metrics_fn, objective)
         controller = _controller(config, strategy, trainer, data, preprocess, write_dir, chief,
-                                 stack.enter_context, sigterm)
+                                 stack.enter_context, signals, _settings(config, strategy, data, recipe))
         controller.run()
         evaluation = _evaluate(trainer, strategy, data, config.batch_size, preprocess, controller)
         if not math.isfinite(evaluation["test"]["loss"]):
@@ -119,24 +135,48 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                 "lower --learning_rate and start over in a new --model_dir")
         results = _results(config, strategy, data, recipe, controller, evaluation,
                            start_time=start_time, extra_metrics=extra_metrics or {})
-        artifacts.write(model, write_dir, results)
-        if chief:
-            artifacts.plot_curves(config.model_dir, results, controller.plan.steps_per_epoch)
+        curves = (artifacts.curves_png(config.model_dir, results, controller.plan.steps_per_epoch)
+                  if chief else None)
+        artifacts.write(model, write_dir, results, curves)
     print(f"Test: {artifacts.format_results(evaluation['test'])}; "
           f"{results['examples_per_second'] or 0:,.0f} examples/s; "
           + (f"wrote {config.model_dir}" if chief else "the chief writes the outputs"))
     return results
 
 
-def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, enter, sigterm):
-    """Restores the last checkpoint, then sets up the input, the summaries and the
-    hooks of the loop."""
+def _tidy(model_dir):
+    """What a run killed at the wrong moment left: a half-renamed set of outputs is
+    completed, and half-written checkpoints are removed."""
+    if artifacts.finish_interrupted_write(model_dir):
+        print(f"Finished putting in place the outputs in {model_dir} that an earlier run was "
+              "interrupted while writing.")
+    run_dir.remove_partial_checkpoints(model_dir)
+
+
+def _settings(config, strategy, data, recipe):
+    """What the run's checkpoints depend on, as `run_dir.check_settings` compares them."""
+    # The run's length is checked as steps; the policy is compared as resolved.
+    not_as_is = ("model_dir", "epochs", "train_steps", "recipe_settings", "mixed_precision")
+    return {"recipe": recipe, "data": data.describe(),
+            "mixed_precision": keras.mixed_precision.global_policy().name,
+            "strategy": strategies.name_of(strategy), "num_replicas": strategy.num_replicas_in_sync,
+            **{name: value for name, value in dataclasses.asdict(config).items() if name not in not_as_is},
+            **config.recipe_settings}
+
+
+def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, enter, signals,
+                settings):
+    """Restores the last checkpoint (checking the run's settings against it), then
+    sets up the input, the summaries and the hooks of the loop."""
     model, optimizer, model_dir = trainer.model, trainer.optimizer, config.model_dir
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    latest = fault_tolerance.latest_checkpoint(os.path.join(model_dir, "checkpoints"), repair=chief)
+    if chief:
+        run_dir.check_settings(model_dir, settings, resuming=latest is not None)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3,
         step_counter=optimizer.iterations)
-    fault_tolerance.restore(checkpoint, model_dir)
+    fault_tolerance.restore(checkpoint, latest, model_dir)
     start_step = int(optimizer.iterations.numpy())
     if start_step:
         print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
@@ -146,6 +186,11 @@ def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, e
                      total_steps=config.train_steps or config.epochs * steps_per_epoch,
                      checkpoint_steps=config.checkpoint_steps or steps_per_epoch,
                      steps_per_loop=config.steps_per_loop)
+    if plan.total_steps < start_step:
+        raise RecipeError(
+            f"--model_dir={model_dir} holds a checkpoint at step {start_step}, past the "
+            f"{plan.total_steps} steps asked for; pass --train_steps (or --epochs) of at least "
+            f"that to go on from it, or a new --model_dir")
     replicas = strategy.num_replicas_in_sync
     print(f"Data: {data.describe()}.")
     print(f"Strategy: {strategies.name_of(strategy)} with {replicas} replica(s); global batch "
@@ -156,7 +201,8 @@ def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, e
     validation = None if data.x_val is None else data_lib.eval_dataset(
         strategy, data.x_val, data.y_val, config.batch_size, preprocess=preprocess)
     hooks = [loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(
-        strategy, checkpoint, model_dir, sigterm))))]
+        strategy, checkpoint, model_dir, signals.terminate)))),
+        loop.InterruptHook(signals.interrupt, can_save=strategies.name_of(strategy) != "multi_worker")]
     if config.early_stopping_patience:
         hooks.append(loop.EarlyStoppingHook(model, config.early_stopping_patience))
     if config.profile and chief:

@@ -1,0 +1,233 @@
+"""A run's directory, `--model_dir`: held by one run at a time, probed for writing
+before the model is built, and holding the run's settings beside its checkpoints,
+which every resume checks.
+
+    with run_dir.claim(model_dir):           # one line and exit 1 if another run holds it
+        run_dir.check_settings(model_dir, settings, resuming=True)
+
+The lock is `<model_dir>/.lock`, a file with the holder's host and PID, created
+atomically (O_EXCL) on a local disk. A lock whose PID is gone on this host is
+reclaimed. On gs:// there is no atomic create: the check and the write are two
+requests, so two runs started within a second of each other can both pass.
+"""
+import contextlib
+import errno
+import json
+import os
+import socket
+
+import tensorflow as tf
+
+from recipes.core.errors import RecipeError
+
+LOCK = ".lock"
+SETTINGS = "settings.json"  # In <model_dir>/checkpoints/.
+# Outputs that are files, and those that are directories.
+OUTPUT_FILES = ("model.keras", "metrics.json", "curves.png")
+OUTPUT_DIRS = ("saved_model", "checkpoints", "logs")
+# Settings a resumed run may change: they change how fast it runs, not what it computes.
+HARMLESS = ("strategy", "num_replicas", "steps_per_loop", "jit_compile", "profile",
+            "checkpoint_steps")
+
+_held = {}  # Directory -> how many `claim`s of this process hold it.
+
+
+def is_local(path):
+    return "://" not in path
+
+
+@contextlib.contextmanager
+def claim(model_dir, chief=True):
+    """Holds `model_dir` for this process while the block runs (re-entrant).
+
+    Creates the directory, checks that the outputs can go where they belong
+    (the lock file itself is the write probe) and takes the lock. Off the chief
+    it does nothing: only the chief writes to `model_dir`.
+    """
+    key = os.path.abspath(model_dir) if is_local(model_dir) else model_dir
+    if not chief or key in _held:
+        _held[key] = _held.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    _make_directory(model_dir)
+    lock = os.path.join(model_dir, LOCK)
+    _acquire(lock, model_dir)
+    _held[key] = 1
+    try:
+        _check_outputs(model_dir)
+        yield
+    finally:
+        del _held[key]
+        _release(lock)
+
+
+def _make_directory(model_dir):
+    try:
+        is_file = tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir)
+        if not is_file:
+            tf.io.gfile.makedirs(model_dir)
+    except (tf.errors.OpError, OSError) as e:
+        raise RecipeError(f"cannot create --model_dir={model_dir} ({_reason(e)}); pass a "
+                          "directory you can write to") from None
+    if is_file:
+        raise RecipeError(f"--model_dir={model_dir} is a file, not a directory; pass a directory")
+
+
+def _check_outputs(model_dir):
+    for name in OUTPUT_FILES:
+        if tf.io.gfile.isdir(os.path.join(model_dir, name)):
+            raise RecipeError(f"{os.path.join(model_dir, name)} is a directory, where the run "
+                              "writes a file; move it away or pass another --model_dir")
+    for name in OUTPUT_DIRS:
+        path = os.path.join(model_dir, name)
+        if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+            raise RecipeError(f"{path} is a file, where the run writes a directory; move it "
+                              "away or pass another --model_dir")
+
+
+def _acquire(lock, model_dir, reclaimed=False):
+    me = {"host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        _create_exclusively(lock, json.dumps(me))
+        return
+    except FileExistsError:
+        pass
+    except (tf.errors.OpError, OSError) as e:
+        raise RecipeError(f"cannot write in --model_dir={model_dir} ({_reason(e)}); pass a "
+                          "directory you can write to") from None
+    holder = _read_json(lock)
+    if not reclaimed and holder is not None and _is_gone(holder):
+        print(f"Reclaimed the lock on {model_dir} left by process {holder['pid']}, which has ended.")
+        tf.io.gfile.remove(lock)
+        return _acquire(lock, model_dir, reclaimed=True)
+    who = (f"process {holder['pid']} on {holder['host']}" if holder else "another run")
+    raise RecipeError(
+        f"--model_dir={model_dir} is in use by {who}; wait for it to finish or pass another "
+        f"--model_dir (if that run is gone, delete {lock})")
+
+
+def _create_exclusively(path, text):
+    if is_local(path):
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return
+    if tf.io.gfile.exists(path):  # No atomic create on object stores: see the module's note.
+        raise FileExistsError(path)
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
+
+
+def _is_gone(holder):
+    """Whether the process `holder` names has ended; only known on this host."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # Alive, another user's.
+        return False
+    return False
+
+
+def _release(lock):
+    holder = _read_json(lock)
+    if holder == {"host": socket.gethostname(), "pid": os.getpid()}:
+        tf.io.gfile.remove(lock)
+
+
+def _read_json(path):
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else None
+    except (tf.errors.OpError, OSError, ValueError):
+        return None
+
+
+def check_settings(model_dir, settings, resuming):
+    """Compares `settings` with those a resumed run was trained with, then records them.
+
+    A setting that changes what is trained must match: otherwise a one-line
+    `RecipeError` names each differing flag and its two values. `HARMLESS`
+    settings may change; the change is printed. A fresh run (not `resuming`)
+    just records its settings.
+    """
+    path = os.path.join(model_dir, "checkpoints", SETTINGS)
+    recorded = _read_json(path) if resuming else None
+    if recorded is not None:
+        differing = [name for name in sorted(set(settings) | set(recorded))
+                     if name not in HARMLESS and settings.get(name) != recorded.get(name)]
+        if differing:
+            changes = "; ".join(f"{_flag(name)}={_show(recorded.get(name))} there, "
+                                f"{_show(settings.get(name))} now" for name in differing)
+            raise RecipeError(
+                f"--model_dir={model_dir} holds a run trained with other settings ({changes}); "
+                "pass the same values to resume it, or a new --model_dir to train with these")
+        changed = [f"{_flag(name)} {_show(recorded.get(name))} -> {_show(settings.get(name))}"
+                   for name in HARMLESS if settings.get(name) != recorded.get(name)]
+        if changed:
+            print(f"Resuming with changes that leave the result as it was: {', '.join(changed)}.")
+    write_atomically(path, json.dumps(settings, indent=2, sort_keys=True))
+
+
+def _flag(name):
+    return name if name in ("recipe", "data", "num_replicas") else f"--{name}"
+
+
+def _show(value):
+    return "(unset)" if value is None else value
+
+
+def write_atomically(path, text):
+    """Writes `path` through a temporary file renamed into place (through
+    `tf.io.gfile`, so gs:// works; there the rename is a copy)."""
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(model_dir, latest_checkpoint):
+    """Turns "no space left on device", wherever the run meets it, into one line;
+    `latest_checkpoint()` names the checkpoint that is kept."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, OSError) as e:
+        full = (getattr(e, "errno", None) == errno.ENOSPC
+                or "No space left on device" in str(e))
+        if not full:
+            raise
+        remove_partial_checkpoints(model_dir)
+        raise RecipeError(
+            f"the disk holding --model_dir={model_dir} is full; the last complete checkpoint is "
+            f"kept ({latest_checkpoint() or 'none was written'}); free some space and run the "
+            "same command again to resume") from None
+
+
+def remove_partial_checkpoints(model_dir):
+    """Removes what a save that did not finish leaves in `<model_dir>/checkpoints`:
+    `ckpt-N_temp/` directories and `*.tempstate*` files."""
+    directory = os.path.join(model_dir, "checkpoints")
+    for pattern in ("*_temp", "*.tempstate*", f"{SETTINGS}.tmp-*"):
+        for path in tf.io.gfile.glob(os.path.join(directory, pattern)):
+            remove(path)
+
+
+def remove(path):
+    """Removes a file or a directory tree, if it is there."""
+    if tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+    elif tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
+def _reason(error):
+    text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
+    return str(text).strip().splitlines()[0][:160]
