@@ -89,15 +89,25 @@ def test_model_dir_with_a_checkpoint_of_another_model(tmp_path):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
+_STOP_ARGS = ["--train_steps=300", "--checkpoint_steps=20", "--steps_per_loop=10",
+              "--batch_size=64", "--seed=5"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted run of _STOP_ARGS: what a stopped and resumed run must reach."""
+    model_dir = tmp_path_factory.mktemp("straight")
+    done = run_module("recipes.mnist", f"--model_dir={model_dir}", *_STOP_ARGS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return model_dir
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "preempted"])
-def test_run_stopped_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_path, stop):
+def test_run_stopped_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_path, straight, stop):
     """SIGKILL loses the steps since the last checkpoint; SIGTERM (a platform's
     preemption notice) saves one first and exits 42. Both resume exactly."""
-    args = ["--train_steps=1000", "--checkpoint_steps=20", "--steps_per_loop=10",
-            "--batch_size=64", "--seed=5"]
-    straight = run_module("recipes.mnist", f"--model_dir={tmp_path / 'straight'}", *args)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    args = _STOP_ARGS
 
     stopped_dir = tmp_path / "stopped"
     process = subprocess.Popen([sys.executable, "-m", "recipes.mnist", f"--model_dir={stopped_dir}", *args],
@@ -120,9 +130,9 @@ def test_run_stopped_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from step" in resumed.stdout
     metrics = json.load(open(stopped_dir / "metrics.json"))
-    assert metrics["steps"] == 1000 and 0 < metrics["steps_this_run"] < 1000
+    assert metrics["steps"] == 300 and 0 < metrics["steps_this_run"] < 300
     if stop == signal.SIGTERM:
-        assert metrics["steps_this_run"] == 1000 - saved_at  # No finished step was lost.
-    straight_weights = keras.models.load_model(tmp_path / "straight" / "model.keras").get_weights()
+        assert metrics["steps_this_run"] == 300 - saved_at  # No finished step was lost.
+    straight_weights = keras.models.load_model(straight / "model.keras").get_weights()
     resumed_weights = keras.models.load_model(stopped_dir / "model.keras").get_weights()
     assert max(float(np.max(np.abs(a - b))) for a, b in zip(straight_weights, resumed_weights)) < 1e-5

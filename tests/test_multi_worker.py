@@ -15,7 +15,8 @@ from tests.helpers import REPO, run_module, saved_step
 
 ARGS = ["--train_steps=20", "--batch_size=64", "--seed=7", "--steps_per_loop=10"]
 # Long enough to stop a worker mid-run, after the first checkpoint (step 50).
-LONG_ARGS = ["--train_steps=300", "--checkpoint_steps=50", "--batch_size=64", "--seed=7",
+LONG_STEPS = 150
+LONG_ARGS = [f"--train_steps={LONG_STEPS}", "--checkpoint_steps=50", "--batch_size=64", "--seed=7",
              "--steps_per_loop=10"]
 TIMEOUT = 240  # Seconds any worker may take: a worker that hangs fails the test.
 
@@ -89,7 +90,7 @@ def _max_weight_diff(dir_a, dir_b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """An uninterrupted cluster run of LONG_ARGS: what a stopped and restarted cluster
-    must reach. (After 300 Adam steps, 2 replicas and 1 drift apart by about 1e-2
+    must reach. (After 300 Adam steps, 2 replicas and 1 drifted apart by about 1e-2
     through float summation order, so the reference has 2 replicas too.)"""
     model_dir = tmp_path_factory.mktemp("uninterrupted")
     _run_cluster(model_dir, LONG_ARGS)
@@ -125,7 +126,7 @@ def test_a_lost_worker_stops_the_other_and_a_restarted_cluster_resumes(tmp_path,
     outputs = _run_cluster(model_dir, LONG_ARGS)
     assert "Resuming from step" in outputs[0] and "Resuming from step" in outputs[1]
     metrics = json.load(open(model_dir / "metrics.json"))
-    assert metrics["steps"] == 300 and 0 < metrics["steps_this_run"] < 300
+    assert metrics["steps"] == LONG_STEPS and 0 < metrics["steps_this_run"] < LONG_STEPS
     assert _max_weight_diff(model_dir, uninterrupted) < 1e-4
 
 
@@ -146,5 +147,5 @@ def test_a_preempted_worker_makes_the_cluster_save_and_resume_without_losing_ste
     outputs = _run_cluster(model_dir, LONG_ARGS)
     assert f"Resuming from step {step}" in outputs[0]
     metrics = json.load(open(model_dir / "metrics.json"))
-    assert metrics["steps_this_run"] == 300 - step
+    assert metrics["steps_this_run"] == LONG_STEPS - step
     assert _max_weight_diff(model_dir, uninterrupted) < 1e-4

@@ -107,14 +107,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mnist):
 
 
 def test_checkpoint_of_a_different_model_is_a_clear_error(tmp_path, mnist):
+    """Same settings, another architecture (which a library caller's settings do not
+    name): the restore itself refuses it."""
     _run(tmp_path, mnist, train_steps=2)
-    config = TrainConfig(model_dir=str(tmp_path), train_steps=4)
+    config = TrainConfig(model_dir=str(tmp_path), train_steps=4, batch_size=64, seed=7)
     other = models.mnist_dense(hidden_units=(64,))
     with pytest.raises(RecipeError, match="holds a checkpoint .* that does not fit this model"):
         train.train_and_evaluate(
             config, tf.distribute.get_strategy(), other, keras.optimizers.Adam(), mnist,
             loss_fn=keras.losses.sparse_categorical_crossentropy, metrics_fn=list,
-            preprocess=float, recipe="test")
+            preprocess=data.scale_pixels, recipe="mnist")
 
 
 def test_unreadable_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, mnist):

@@ -9,8 +9,10 @@ uses them:
     metrics.py          accuracy, precision, recall, F1, AUC-ROC as Keras metrics
     step.py             the inner loop: the compiled step, its Objective (extension points)
     loop.py             the outer loop: Controller, its phases and hooks
-    fault_tolerance.py  restore, preemption, lost workers
-    artifacts.py        TensorBoard summaries, model.keras, saved_model/, metrics.json, curves.png
+    run_dir.py          --model_dir: its lock and write probe, the settings a resume must match
+    fault_tolerance.py  restore (and a lost state file), preemption, Ctrl-C, lost workers
+    artifacts.py        TensorBoard summaries; model.keras, saved_model/, metrics.json, curves.png
+                        written as one atomic set
     train.py            one run composed: train_model / train_classifier / train_and_evaluate
     errors.py, entry.py one-line errors; the recipes' entry point (process set-up)
 

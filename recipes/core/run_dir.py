@@ -3,7 +3,9 @@ before the model is built, and holding the run's settings beside its checkpoints
 which every resume checks.
 
     with run_dir.claim(model_dir):           # one line and exit 1 if another run holds it
-        run_dir.check_settings(model_dir, settings, resuming=True)
+        run_dir.check_settings(model_dir, settings)    # before resuming from its checkpoints
+        ...                                            # restore
+        run_dir.record_settings(model_dir, settings)
 
 The lock is `<model_dir>/.lock`, a file with the holder's host and PID, created
 atomically (O_EXCL) on a local disk. A lock whose PID is gone on this host is
@@ -149,16 +151,15 @@ def _read_json(path):
         return None
 
 
-def check_settings(model_dir, settings, resuming):
-    """Compares `settings` with those a resumed run was trained with, then records them.
+def check_settings(model_dir, settings):
+    """Compares `settings` with those the checkpoints in `model_dir` were trained with.
 
     A setting that changes what is trained must match: otherwise a one-line
     `RecipeError` names each differing flag and its two values. `HARMLESS`
-    settings may change; the change is printed. A fresh run (not `resuming`)
-    just records its settings.
+    settings may change; the change is printed. Checkpoints without recorded
+    settings (written by hand, say) are not compared.
     """
-    path = os.path.join(model_dir, "checkpoints", SETTINGS)
-    recorded = _read_json(path) if resuming else None
+    recorded = _read_json(os.path.join(model_dir, "checkpoints", SETTINGS))
     if recorded is not None:
         differing = [name for name in sorted(set(settings) | set(recorded))
                      if name not in HARMLESS and settings.get(name) != recorded.get(name)]
@@ -172,7 +173,12 @@ def check_settings(model_dir, settings, resuming):
                    for name in HARMLESS if settings.get(name) != recorded.get(name)]
         if changed:
             print(f"Resuming with changes that leave the result as it was: {', '.join(changed)}.")
-    write_atomically(path, json.dumps(settings, indent=2, sort_keys=True))
+
+
+def record_settings(model_dir, settings):
+    """Writes `settings` beside the checkpoints, for the next run to compare."""
+    write_atomically(os.path.join(model_dir, "checkpoints", SETTINGS),
+                     json.dumps(settings, indent=2, sort_keys=True))
 
 
 def _flag(name):
@@ -194,9 +200,10 @@ def write_atomically(path, text):
 
 
 @contextlib.contextmanager
-def disk_full_is_an_error(model_dir, latest_checkpoint):
-    """Turns "no space left on device", wherever the run meets it, into one line;
-    `latest_checkpoint()` names the checkpoint that is kept."""
+def disk_full_is_an_error(model_dir, latest_checkpoint, tidy):
+    """Turns "no space left on device", wherever the run meets it, into one line,
+    after `tidy()` has removed what the failed write left; `latest_checkpoint()`
+    names the checkpoint that is kept."""
     try:
         yield
     except (tf.errors.ResourceExhaustedError, OSError) as e:
@@ -204,7 +211,7 @@ def disk_full_is_an_error(model_dir, latest_checkpoint):
                 or "No space left on device" in str(e))
         if not full:
             raise
-        remove_partial_checkpoints(model_dir)
+        tidy()
         raise RecipeError(
             f"the disk holding --model_dir={model_dir} is full; the last complete checkpoint is "
             f"kept ({latest_checkpoint() or 'none was written'}); free some space and run the "

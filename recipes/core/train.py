@@ -116,9 +116,9 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
              else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir, \
             fault_tolerance.stop_signals() as signals, contextlib.ExitStack() as stack, \
             run_dir.disk_full_is_an_error(config.model_dir,
-                                          lambda: tf.train.latest_checkpoint(checkpoints)):
-        if chief:
-            _tidy(config.model_dir)
+                                          lambda: tf.train.latest_checkpoint(checkpoints),
+                                          tidy=lambda: _tidy(write_dir)):
+        _tidy(write_dir)
         if not model.built:  # A subclassed model creates its variables on first use.
             with strategy.scope():
                 model.build((None,) + data.x_train.shape[1:])
@@ -145,8 +145,8 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
 
 
 def _tidy(model_dir):
-    """What a run killed at the wrong moment left: a half-renamed set of outputs is
-    completed, and half-written checkpoints are removed."""
+    """What a run killed or failed at the wrong moment left: a half-renamed set of
+    outputs is completed, half-written ones and checkpoints are removed."""
     if artifacts.finish_interrupted_write(model_dir):
         print(f"Finished putting in place the outputs in {model_dir} that an earlier run was "
               "interrupted while writing.")
@@ -171,12 +171,14 @@ def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, e
     model, optimizer, model_dir = trainer.model, trainer.optimizer, config.model_dir
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     latest = fault_tolerance.latest_checkpoint(os.path.join(model_dir, "checkpoints"), repair=chief)
-    if chief:
-        run_dir.check_settings(model_dir, settings, resuming=latest is not None)
+    if chief and latest:
+        run_dir.check_settings(model_dir, settings)
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(write_dir, "checkpoints"), max_to_keep=3,
         step_counter=optimizer.iterations)
     fault_tolerance.restore(checkpoint, latest, model_dir)
+    if chief:
+        run_dir.record_settings(model_dir, settings)
     start_step = int(optimizer.iterations.numpy())
     if start_step:
         print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
