@@ -66,7 +66,7 @@ def test_tpu_strategy_without_a_tpu_fails_fast(tmp_path):
     start = time.monotonic()
     done = run_module("recipes.mnist", "--strategy=tpu", f"--model_dir={tmp_path}", timeout=60)
     assert_one_line_error(done, "error: no TPU found for --tpu=local", "pass --tpu=local on a TPU VM")
-    assert time.monotonic() - start < 30  # Seconds, the TensorFlow import included.
+    assert time.monotonic() - start < 120  # A guard against a hang (minutes), not a timing.
 
 
 @pytest.mark.slow

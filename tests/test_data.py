@@ -95,7 +95,7 @@ def test_tfds_without_network_or_prepared_data_fails_fast(tmp_path):
     tick = time.monotonic()
     with pytest.raises(RecipeError, match="not prepared .* network is unreachable"):
         data.load_mnist("tfds", data_dir=str(tmp_path))
-    assert time.monotonic() - tick < 10
+    assert time.monotonic() - tick < 120  # A guard against tfds' 200 s of retries, not a timing.
 
 
 def test_auto_falls_back_to_the_sample_offline(tmp_path):

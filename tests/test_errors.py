@@ -362,7 +362,10 @@ def test_ctrl_c_saves_and_exits_130_and_a_second_writer_is_refused(tmp_path):
 @pytest.mark.slow
 def test_sigterm_while_python_starts_is_one_line_and_exit_42(tmp_path):
     process = _start(tmp_path)
-    time.sleep(1.0)  # Importing TensorFlow.
+    deadline = time.monotonic() + 60
+    while "libtensorflow" not in open(f"/proc/{process.pid}/maps").read():  # Importing it.
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 42, err[-3000:]
@@ -399,7 +402,7 @@ def test_a_worker_that_never_starts_ends_the_wait_with_one_line(tmp_path):
     done = run_module("recipes.mnist", "--strategy=multi_worker", f"--worker_hosts={hosts}",
                       "--task_index=0", "--cluster_timeout_seconds=20", f"--model_dir={tmp_path}",
                       "--train_steps=2", timeout=120)
-    assert 20 < time.monotonic() - start < 90
+    assert 20 < time.monotonic() - start < 120  # Waited the timeout, and no hang.
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"Waiting for 127.0.0.1:{ports[1]} to join the cluster (10 s of 20 s)." in done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
