@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from recipes.core.config import check_batch_size
-from recipes.core.errors import RecipeError
+from recipes.core.errors import RecipeError, first_line
 
 SOURCES = ("auto", "tfds", "sample")
 
@@ -137,7 +137,7 @@ def _load_tfds(name, data_dir, required):
         builder = tfds.builder(name, data_dir=data_dir)
         prepared = builder.is_prepared()
     except (tf.errors.OpError, OSError) as e:
-        reason = (getattr(e, "message", None) or str(e)).strip().splitlines()[0][:120]
+        reason = first_line(getattr(e, "message", None) or e, 120)
         return unavailable(f"--data_dir={data_dir} cannot be read ({reason})",
                            "pass a --data_dir that can be read")
     if not prepared:

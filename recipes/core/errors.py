@@ -1,6 +1,12 @@
 """The errors a user can act on; `entry.run` prints them as one line instead of a traceback."""
 
 
+def first_line(text, limit=None):
+    """The first line of an underlying error's `text`, cut to `limit` characters,
+    to quote inside a one-line error."""
+    return str(text).strip().splitlines()[0][:limit]
+
+
 class RecipeError(Exception):
     """A problem the user can fix: the message says what was wrong and what to do."""
 

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import strategies
 from recipes.core import run_dir
-from recipes.core.errors import Preempted, RecipeError
+from recipes.core.errors import Preempted, RecipeError, first_line
 
 
 def latest_checkpoint(directory, repair=True):
@@ -81,7 +81,7 @@ def restore(checkpoint, path, model_dir):
     try:
         checkpoint.restore(path).assert_existing_objects_matched()
     except Exception as e:  # noqa: BLE001 - TF raises many types (shape, matching, IndexError on a truncated file).
-        reason = str(e).strip().splitlines()[0][:200]
+        reason = first_line(e, 200)
         raise RecipeError(
             f"--model_dir={model_dir} holds a checkpoint ({path}) that does not fit this "
             f"model or cannot be read ({reason}); pass a new --model_dir, or delete "

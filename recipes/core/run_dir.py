@@ -20,7 +20,8 @@ import socket
 
 import tensorflow as tf
 
-from recipes.core.errors import RecipeError
+from recipes.core import data
+from recipes.core.errors import RecipeError, first_line
 
 LOCK = ".lock"
 SETTINGS = "settings.json"  # In <model_dir>/checkpoints/.
@@ -68,6 +69,8 @@ def claim(model_dir, chief=True):
 
 def _make_directory(model_dir):
     try:
+        if not is_local(model_dir) and not data.network_available():  # No retries on a dead network.
+            raise OSError("the network is unreachable")
         is_file = tf.io.gfile.exists(model_dir) and not tf.io.gfile.isdir(model_dir)
         if not is_file:
             tf.io.gfile.makedirs(model_dir)
@@ -236,5 +239,4 @@ def remove(path):
 
 
 def _reason(error):
-    text = getattr(error, "message", None) or getattr(error, "strerror", None) or str(error)
-    return str(text).strip().splitlines()[0][:160]
+    return first_line(getattr(error, "message", None) or getattr(error, "strerror", None) or error, 160)

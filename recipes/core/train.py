@@ -18,7 +18,7 @@ import tensorflow as tf
 import strategies
 from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, run_dir, step
 from recipes.core import data as data_lib
-from recipes.core.errors import RecipeError
+from recipes.core.errors import RecipeError, first_line
 
 
 def set_up_run(config, strategy=None):
@@ -63,7 +63,7 @@ def build(build_model, *args, **kwargs):
     try:
         return build_model(*args, **kwargs)
     except ValueError as e:
-        raise RecipeError(f"cannot build the model: {str(e).strip().splitlines()[0]}") from None
+        raise RecipeError(f"cannot build the model: {first_line(e)}") from None
 
 
 def train_classifier(config, strategy, dataset, build_model, *, recipe, preprocess,
