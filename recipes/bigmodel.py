@@ -18,7 +18,7 @@ from absl import flags
 import keras
 
 import models
-from recipes.core import data, metrics, train
+from recipes.core import data, metrics, serving, train
 from recipes.core import flags as recipe_flags
 
 flags.DEFINE_enum("task", "mnist", ["mnist", "breast_cancer"],
@@ -38,6 +38,20 @@ RECIPE_DEFAULTS = {"mnist": dict(epochs=20, batch_size=64),
                    "breast_cancer": dict(epochs=30, batch_size=16)}
 
 
+def load_data(recipe, data_source, data_dir):
+    """The data of `recipe` (bigmodel_<task>), split as `run` trains on it."""
+    if recipe == "bigmodel_breast_cancer":
+        return data.load_breast_cancer()
+    return data.load_mnist(data_source, data_dir).with_validation_split()
+
+
+def signature(dataset):
+    """What saved_model/ serves: the task's input (uint8 pixels, or the standardized
+    features), probabilities and classes out."""
+    task = "mnist" if dataset.name == "mnist" else "breast_cancer"
+    return serving.Signature.for_data(dataset.x_train, TASKS[task]["preprocess"])
+
+
 def run(config, strategy, dataset, task):
     """Trains and evaluates BigModel on `task`; a seam for tests to pass their own parts."""
     spec = TASKS[task]
@@ -48,21 +62,16 @@ def run(config, strategy, dataset, task):
         loss_fn=spec["loss_fn"],
         metrics_fn=lambda: metrics.classification(spec["num_classes"]),
         train_metrics_fn=lambda: metrics.accuracy(spec["num_classes"]),
-        preprocess=spec["preprocess"], recipe=f"bigmodel_{task}")
+        preprocess=spec["preprocess"], recipe=f"bigmodel_{task}", signature=signature(dataset))
     return results
-
-
-def load(task):
-    if task == "breast_cancer":
-        return data.load_breast_cancer()
-    return data.load_mnist(FLAGS.data_source, FLAGS.data_dir).with_validation_split()
 
 
 def main(argv):
     del argv  # Unused.
     config = recipe_flags.train_config(f"bigmodel_{FLAGS.task}", **RECIPE_DEFAULTS[FLAGS.task])
     strategy = recipe_flags.strategy_from_flags()
-    run(config, strategy, load(FLAGS.task), FLAGS.task)
+    run(config, strategy, load_data(f"bigmodel_{FLAGS.task}", FLAGS.data_source, FLAGS.data_dir),
+        FLAGS.task)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import dataclasses
 from absl import flags
 
 import models
-from recipes.core import data, train
+from recipes.core import data, serving, train
 from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
@@ -34,6 +34,17 @@ def with_channels(dataset):
                                x_test=dataset.x_test[..., None])
 
 
+def load_data(recipe, data_source, data_dir):
+    """The run's data: uint8 images [N, H, W, C] and their labels."""
+    del recipe  # One task.
+    return with_channels(data.load_cifar10(data_source, data_dir))
+
+
+def signature(dataset):
+    """What saved_model/ serves: uint8 pixels in, probabilities and classes out."""
+    return serving.Signature.for_data(with_channels(dataset).x_train, data.scale_pixels)
+
+
 def run(config, strategy, dataset):
     """Trains and evaluates the CNN; a seam for tests to pass their own parts."""
     dataset = with_channels(dataset)
@@ -47,7 +58,7 @@ def main(argv):
     del argv  # Unused.
     config = recipe_flags.train_config("cnn", **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
-    run(config, strategy, data.load_cifar10(FLAGS.data_source, FLAGS.data_dir))
+    run(config, strategy, load_data("cnn", FLAGS.data_source, FLAGS.data_dir))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from absl import flags
 import keras
 
 import models
-from recipes.core import data, train
+from recipes.core import data, serving, train
 from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
@@ -41,7 +41,9 @@ def run(config, strategy, dataset, mean, std):
         config, strategy, dataset, models.linear_regression,
         loss_fn=keras.losses.mean_squared_error, metrics_fn=list,
         preprocess=lambda x: x, recipe="linreg",
-        extra_metrics={"rooms_mean": mean, "rooms_std": std})
+        extra_metrics={"rooms_mean": mean, "rooms_std": std},
+        # Served on rooms as they are (python -m recipes.predict --value=6.5): standardized inside.
+        signature=serving.Signature((1,), "float32", lambda rooms: (rooms - mean) / std, "predictions"))
     theta0, theta1 = thetas(model)
     print(f"theta0 = {theta0:.4f}, theta1 = {theta1:.4f} (x standardized); in rooms: price = "
           f"{theta0 - theta1 * mean / std:.3f} + {theta1 / std:.3f} * rooms ($1000s)")

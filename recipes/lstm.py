@@ -19,6 +19,7 @@ from absl import flags
 import models
 from recipes.core import data, metrics, train
 from recipes.core import flags as recipe_flags
+from recipes.mnist import load_data, signature  # noqa: F401 - the same digits, served the same way.
 
 FLAGS = flags.FLAGS
 
@@ -43,7 +44,7 @@ def main(argv):
     del argv  # Unused.
     config = recipe_flags.train_config("lstm", **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
-    run(config, strategy, data.load_mnist(FLAGS.data_source, FLAGS.data_dir))
+    run(config, strategy, load_data("lstm", FLAGS.data_source, FLAGS.data_dir))
 
 
 if __name__ == "__main__":

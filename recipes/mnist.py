@@ -17,10 +17,21 @@ from absl import flags
 import keras
 
 import models
-from recipes.core import data, train
+from recipes.core import data, serving, train
 from recipes.core import flags as recipe_flags
 
 FLAGS = flags.FLAGS
+
+
+def load_data(recipe, data_source, data_dir):
+    """The run's data: uint8 digits [N, 28, 28] and their labels."""
+    del recipe  # One task.
+    return data.load_mnist(data_source, data_dir)
+
+
+def signature(dataset):
+    """What saved_model/ serves: uint8 pixels in, probabilities and classes out."""
+    return serving.Signature.for_data(dataset.x_train, data.scale_pixels)
 
 
 def run(config, strategy, dataset):
@@ -30,7 +41,7 @@ def run(config, strategy, dataset):
         lambda: models.mnist_dense(dropout_rate=config.dropout_rate, l2=config.l2),
         loss_fn=keras.losses.sparse_categorical_crossentropy,
         metrics_fn=lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")],
-        preprocess=data.scale_pixels, recipe="mnist")
+        preprocess=data.scale_pixels, recipe="mnist", signature=signature(dataset))
     return results
 
 
@@ -38,8 +49,7 @@ def main(argv):
     del argv  # Unused.
     config = recipe_flags.train_config("mnist")
     strategy = recipe_flags.strategy_from_flags()
-    dataset = data.load_mnist(FLAGS.data_source, FLAGS.data_dir)
-    run(config, strategy, dataset)
+    run(config, strategy, load_data("mnist", FLAGS.data_source, FLAGS.data_dir))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ import subprocess
 import sys
 
 import strategies
+from recipes.core import data, serving
 
+# What the MNIST recipes' saved_model/ serves: uint8 pixels [N, 28, 28].
+PIXELS = serving.Signature((28, 28), "uint8", data.scale_pixels)
 NUM_CPU_DEVICES = 2  # conftest.py splits the host CPU into this many logical devices.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,11 +76,11 @@ def train_mnist_net(config, strategy, dataset):
     import keras
 
     import models
-    from recipes.core import data, train
+    from recipes.core import train
 
     results, _ = train.train_model(
         config, strategy, dataset, models.mnist_dense,
         loss_fn=keras.losses.sparse_categorical_crossentropy,
         metrics_fn=lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")],
-        preprocess=data.scale_pixels, recipe="mnist")
+        preprocess=data.scale_pixels, recipe="mnist", signature=PIXELS)
     return results

@@ -25,7 +25,7 @@ import tensorflow as tf
 import models
 from recipes.core import artifacts, config as config_lib, data, entry, run_dir, train
 from recipes.core.errors import RecipeError
-from tests.helpers import REPO, assert_one_line_error, run_module, shared_strategy, train_mnist_net
+from tests.helpers import PIXELS, REPO, assert_one_line_error, run_module, shared_strategy, train_mnist_net
 
 
 def _file(tmp):
@@ -258,7 +258,7 @@ def test_a_real_full_disk_through_the_cli(tmp_path):
 
 def test_a_write_killed_mid_rename_is_completed_by_the_next_run(tmp_path, monkeypatch):
     small = models.mnist_dense(hidden_units=(4,))
-    artifacts.write(small, str(tmp_path), {"steps": 1})
+    artifacts.write(small, str(tmp_path), {"steps": 1}, PIXELS)
     moves = []
     real_move = artifacts._move
 
@@ -270,7 +270,7 @@ def test_a_write_killed_mid_rename_is_completed_by_the_next_run(tmp_path, monkey
 
     monkeypatch.setattr(artifacts, "_move", killed_after_one_rename)
     with pytest.raises(KeyboardInterrupt):
-        artifacts.write(small, str(tmp_path), {"steps": 2})
+        artifacts.write(small, str(tmp_path), {"steps": 2}, PIXELS)
     assert not (tmp_path / "metrics.json").exists()  # The old set is no longer marked complete...
     keras.models.load_model(tmp_path / "model.keras")  # ...and the model there is whole.
     monkeypatch.setattr(artifacts, "_move", real_move)

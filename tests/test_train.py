@@ -12,7 +12,7 @@ import models
 from recipes.core import data, step, train
 from recipes.core.config import TrainConfig
 from recipes.core.errors import RecipeError
-from tests.helpers import shared_strategy, train_mnist_net
+from tests.helpers import PIXELS, shared_strategy, train_mnist_net
 
 
 def _run(model_dir, dataset, strategy="default", **overrides):
@@ -90,8 +90,17 @@ def test_run_writes_every_artifact(tmp_path, mnist):
                 "num_replicas", "data_source"):
         assert metrics[key] is not None, key
     assert os.listdir(tmp_path / "logs" / "train") and os.listdir(tmp_path / "logs" / "test")
-    exported = tf.saved_model.load(str(tmp_path / "saved_model"))
-    assert exported.serve(tf.constant(mnist.x_test[:2] / np.float32(255))).shape == (2, 10)
+
+
+def test_saved_model_serves_raw_pixels_as_the_keras_model_does_scaled_ones(tmp_path, mnist):
+    _run(tmp_path, mnist, train_steps=20)
+    serving_default = tf.saved_model.load(str(tmp_path / "saved_model")).signatures["serving_default"]
+    raw = mnist.x_test[:100]
+    assert raw.dtype == np.uint8
+    outputs = serving_default(inputs=tf.constant(raw))
+    expected = keras.models.load_model(tmp_path / "model.keras")(raw / np.float32(255))
+    np.testing.assert_allclose(outputs["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(outputs["classes"], np.argmax(expected, axis=-1))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mnist):
@@ -170,7 +179,7 @@ def test_metrics_json_is_strict_json(tmp_path):
     from recipes.core import artifacts
 
     artifacts.write(models.mnist_dense(hidden_units=(4,)), str(tmp_path),
-                    {"test_auc": float("nan"), "losses": [1.0, float("inf")], "steps": 3})
+                    {"test_auc": float("nan"), "losses": [1.0, float("inf")], "steps": 3}, PIXELS)
 
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")

@@ -13,6 +13,10 @@ uses them:
     fault_tolerance.py  restore (and a lost state file), preemption, Ctrl-C, lost workers
     artifacts.py        TensorBoard summaries; model.keras, saved_model/, metrics.json, curves.png
                         written as one atomic set
+    serving.py          the raw-input serving signature, LiteRT conversion, running any artifact
+    pruning.py          magnitude pruning inside the compiled step (an Objective)
+    compression.py      Keras quantization, and the measured row of each compressed variant
+    runs.py             a finished run read back (recipes.compress, recipes.predict)
     train.py            one run composed: train_model / train_classifier / train_and_evaluate
     errors.py, entry.py one-line errors; the recipes' entry point (process set-up)
 

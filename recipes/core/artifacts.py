@@ -7,6 +7,7 @@ import os
 
 import tensorflow as tf
 
+from recipes.core import serving
 from recipes.core.run_dir import remove
 
 # Scalars logged every loop that are not training curves.
@@ -36,8 +37,9 @@ STAGING = ".staging"  # <model_dir>/.staging: the next set, written before it re
 _COMPLETE = "COMPLETE"
 
 
-def write(model, model_dir, metrics, curves_png=None):
-    """Writes `model.keras`, `saved_model/`, `curves.png` (the PNG bytes, if given)
+def write(model, model_dir, metrics, signature, curves_png=None):
+    """Writes `model.keras`, `saved_model/` (serving `signature`, a
+    `serving.Signature`: the raw input), `curves.png` (the PNG bytes, if given)
     and `metrics.json`, so that a kill at any moment keeps a complete set.
 
     The new set is written whole into `<model_dir>/.staging/` and marked complete;
@@ -53,7 +55,7 @@ def write(model, model_dir, metrics, curves_png=None):
     remove(staging)
     tf.io.gfile.makedirs(staging)
     model.save(os.path.join(staging, "model.keras"))
-    model.export(os.path.join(staging, "saved_model"), verbose=False)
+    serving.export_saved_model(model, os.path.join(staging, "saved_model"), signature)
     if curves_png:
         with tf.io.gfile.GFile(os.path.join(staging, "curves.png"), "wb") as f:
             f.write(curves_png)

@@ -192,13 +192,18 @@ def _show(value):
     return "(unset)" if value is None else value
 
 
-def write_atomically(path, text):
+def write_atomically(path, contents, write=None):
     """Writes `path` through a temporary file renamed into place (through
-    `tf.io.gfile`, so gs:// works; there the rename is a copy)."""
+    `tf.io.gfile`, so gs:// works; there the rename is a copy): `contents`, text
+    or bytes, or what `write(temporary_path)` writes."""
     tf.io.gfile.makedirs(os.path.dirname(path))
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(temporary, "w") as f:
-        f.write(text)
+    root, extension = os.path.splitext(path)
+    temporary = f"{root}.tmp-{os.getpid()}{extension}"  # The extension kept: Keras checks it.
+    if write:
+        write(temporary)
+    else:
+        with tf.io.gfile.GFile(temporary, "wb" if isinstance(contents, bytes) else "w") as f:
+            f.write(contents)
     tf.io.gfile.rename(temporary, path, overwrite=True)
 
 

@@ -6,7 +6,8 @@ around it, the same under every `tf.distribute` strategy.
     trainer.train_loop(iterator, tf.constant(100))   # 100 steps in one call
 
 A recipe changes what the step computes through an `Objective`, whose three
-methods are the step's extension points:
+methods are the step's extension points (with `build` and `checkpointed` for
+an objective that keeps state of its own):
 
   * `loss(model, x, y, training)`: the per-example loss (and the predictions
     the metrics see). Distillation adds a teacher's term here.
@@ -46,6 +47,16 @@ class Objective:
 
     def after_update(self, model):
         """Runs after each optimizer update, inside the compiled step."""
+        del model  # Nothing by default.
+
+    def build(self, model):
+        """Creates the objective's own variables (say, pruning masks); `Trainer` calls
+        it once, under the strategy's scope, before the first step."""
+
+    def checkpointed(self):
+        """The objective's state that checkpoints must hold, as `{name: trackable}`,
+        so that a resumed run continues it exactly."""
+        return {}
 
 
 def sum_gradients_before_clipping(optimizer):
@@ -116,6 +127,7 @@ class Trainer:
             # Keras 3 cannot create optimizer variables inside strategy.run
             # (keras-team/keras#23085), so build them here, before the first trace.
             optimizer.build(model.trainable_variables)
+            self.objective.build(model)
             self.train_loss = keras.metrics.Mean("loss")
             self.train_metrics = (train_metrics_fn or metrics_fn)()
             self.eval_loss = keras.metrics.Mean("loss")

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 import strategies
-from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, run_dir, step
+from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, run_dir, serving, step
 from recipes.core import data as data_lib
 from recipes.core.errors import RecipeError, first_line
 
@@ -40,7 +40,7 @@ def _precision(config, strategy):
 
 def train_model(config, strategy, dataset, build_model, *, metrics_fn, preprocess, recipe,
                 loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
-                set_up=True):
+                signature=None, set_up=True):
     """The recipe preamble and the run: seeds and precision (unless `set_up` is
     False, for a second phase of the same run), `build_model()` and the optimizer
     under the strategy's scope, then `train_and_evaluate`. Returns (results, model)."""
@@ -53,7 +53,7 @@ def train_model(config, strategy, dataset, build_model, *, metrics_fn, preproces
         results = train_and_evaluate(
             config, strategy, model, optimizer, dataset, loss_fn=loss_fn, objective=objective,
             metrics_fn=metrics_fn, train_metrics_fn=train_metrics_fn, preprocess=preprocess,
-            recipe=recipe, extra_metrics=extra_metrics)
+            recipe=recipe, extra_metrics=extra_metrics, signature=signature)
     return results, model
 
 
@@ -70,19 +70,22 @@ def train_classifier(config, strategy, dataset, build_model, *, recipe, preproce
                      extra_metrics=None, set_up=True):
     """`train_model` for a softmax classifier on integer labels: `build_model(num_classes)`,
     sparse cross-entropy, accuracy while training, and accuracy, precision,
-    recall, F1 and AUC-ROC in evaluation. Returns the results."""
+    recall, F1 and AUC-ROC in evaluation; served as probabilities and classes.
+    Returns the results."""
     num_classes = int(dataset.y_train.max()) + 1
     results, _ = train_model(
         config, strategy, dataset, lambda: build_model(num_classes),
         loss_fn=keras.losses.sparse_categorical_crossentropy,
         metrics_fn=lambda: metrics.classification(num_classes),
         train_metrics_fn=lambda: metrics.accuracy(num_classes),
-        preprocess=preprocess, recipe=recipe, extra_metrics=extra_metrics, set_up=set_up)
+        preprocess=preprocess, recipe=recipe, extra_metrics=extra_metrics, set_up=set_up,
+        signature=serving.Signature.for_data(dataset.x_train, preprocess))
     return results
 
 
 def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
-                       loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None):
+                       loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
+                       signature=None):
     """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
 
     The step computes `objective` (a `step.Objective`; default: supervised
@@ -92,7 +95,9 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
     epoch's weights (a split is carved from the training set if there is none).
     `metrics_fn` gives the metrics for evaluation, `train_metrics_fn` (default:
     the same) those followed during training. `extra_metrics` (a dict) goes into
-    metrics.json as it is: a recipe's baselines, say.
+    metrics.json as it is: a recipe's baselines, say. `signature` (a
+    `serving.Signature`) is what saved_model/ takes and returns; default: the raw
+    `data.x_train` examples, `preprocess`ed inside, and the model's outputs as they are.
 
     Resumes from the latest checkpoint in `config.model_dir`. Writes there:
     checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json,
@@ -137,7 +142,9 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                            start_time=start_time, extra_metrics=extra_metrics or {})
         curves = (artifacts.curves_png(config.model_dir, results, controller.plan.steps_per_epoch)
                   if chief else None)
-        artifacts.write(model, write_dir, results, curves)
+        artifacts.write(model, write_dir, results,
+                        signature or serving.Signature.for_data(data.x_train, preprocess, "predictions"),
+                        curves)
     print(f"Test: {artifacts.format_results(evaluation['test'])}; "
           f"{results['examples_per_second'] or 0:,.0f} examples/s; "
           + (f"wrote {config.model_dir}" if chief else "the chief writes the outputs"))
@@ -169,7 +176,7 @@ def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, e
     """Restores the last checkpoint (checking the run's settings against it), then
     sets up the input, the summaries and the hooks of the loop."""
     model, optimizer, model_dir = trainer.model, trainer.optimizer, config.model_dir
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **trainer.objective.checkpointed())
     latest = fault_tolerance.latest_checkpoint(os.path.join(model_dir, "checkpoints"), repair=chief)
     if chief and latest:
         run_dir.check_settings(model_dir, settings)

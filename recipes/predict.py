@@ -1,0 +1,121 @@
+r"""Predicts with a trained run's deployed model, as a server or a phone would:
+raw input in, the class and its probability out.
+
+    python -m recipes.predict --model_dir=runs/mnist digit.png other.jpg batch.npy
+    python -m recipes.predict --model_dir=runs/mnist --model=compressed/int8.tflite digit.png
+    python -m recipes.predict --model_dir=runs/linreg --value=6.5     # a 6.5-room house's price
+
+FILE is a PNG, JPEG, GIF or BMP image (decoded and converted to the model's
+input size and channels) or a .npy array of one example or a batch. --model
+picks the artifact under --model_dir: saved_model/ (the default), a .tflite file
+(run with the LiteRT interpreter) or a .keras file. Each file that cannot be
+used gets one `error:` line, and the exit status is 1 if any did.
+"""
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.handle_stop_signals()
+    entry.set_up_process()
+
+import os
+import sys
+
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from recipes.core import flags as recipe_flags  # noqa: F401 - --model_dir, --data_dir.
+from recipes.core import runs, serving
+from recipes.core.errors import RecipeError, first_line
+
+flags.DEFINE_string("model", "saved_model",
+                    "The artifact to serve, relative to --model_dir: saved_model, a .tflite or a "
+                    ".keras file.")
+flags.DEFINE_float("value", None,
+                   "A one-feature model's input (linreg: rooms per dwelling), instead of FILEs.")
+
+FLAGS = flags.FLAGS
+
+# What a regression run's prediction means, by recipe.
+UNITS = {"linreg": "$1000s: the median house value where homes average {value:g} rooms"}
+
+
+def read_input(path, input_shape, input_dtype):
+    """A raw batch for the model from an image or .npy file; a file the model
+    cannot take is a one-line `RecipeError`."""
+    if not os.path.isfile(path):
+        raise RecipeError(f"{path} does not exist")
+    wanted = f"[{', '.join(map(str, input_shape))}] {input_dtype}"
+    if path.endswith(".npy"):
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise RecipeError(f"{path} cannot be read as a .npy array ({first_line(e, 80)})") from None
+        if tuple(array.shape) == input_shape:
+            array = array[None]
+        if tuple(array.shape[1:]) != input_shape or not np.can_cast(array.dtype, input_dtype, "same_kind"):
+            raise RecipeError(f"{path} holds a {array.dtype} array of shape {list(array.shape)}; the model "
+                              f"takes {wanted} (or a batch of them)")
+        return array.astype(input_dtype)
+    if input_dtype != "uint8" or len(input_shape) not in (2, 3):
+        raise RecipeError(f"the model takes {wanted}, not an image; pass {path} as a .npy array")
+    channels = input_shape[2] if len(input_shape) == 3 else 1
+    try:
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+    except tf.errors.OpError:
+        raise RecipeError(f"{path} cannot be decoded as an image (PNG, JPEG, GIF or BMP)") from None
+    if tuple(image.shape[:2]) != tuple(input_shape[:2]):
+        image = tf.image.resize(image, input_shape[:2], antialias=True)
+    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8).numpy()
+    return image.reshape((1, *input_shape))
+
+
+def describe(outputs, index):
+    """One prediction as words: the class and its probability, or the value."""
+    if "classes" in outputs:
+        label = int(outputs["classes"][index])
+        return f"class {label} (probability {float(outputs['probabilities'][index][label]):.3f})"
+    return ", ".join(f"{float(v):.4f}" for v in np.ravel(outputs["predictions"][index]))
+
+
+def served_model(run, model):
+    """The artifact `model` (relative to the run's directory), ready to serve."""
+    path = run.path(model)
+    signature = None
+    if path.endswith(".keras") and os.path.isfile(path):  # The model on preprocessed input.
+        signature = run.signature(run.load_data(run.metrics.get("data_source", "auto"), FLAGS.data_dir))
+    return serving.load(path, signature)
+
+
+def main(argv):
+    files = argv[1:]
+    if bool(files) == (FLAGS.value is not None):
+        raise RecipeError("pass FILEs to predict on, or --value for a one-feature model, "
+                          "e.g. python -m recipes.predict --model_dir=runs/mnist digit.png")
+    run = runs.read(FLAGS.model_dir or os.path.join("runs", "mnist"))
+    served = served_model(run, FLAGS.model)
+    print(f"Serving {served.path} with {served.runtime}.")
+    if FLAGS.value is not None:
+        if served.input_shape != (1,):
+            raise RecipeError(f"--value needs a one-feature model; {served.path} takes "
+                              f"{list(served.input_shape)} inputs: pass FILEs")
+        units = UNITS.get(run.recipe, "").format(value=FLAGS.value)
+        print(f"--value={FLAGS.value:g}: {describe(served(np.float32([[FLAGS.value]])), 0)}"
+              + (f" ({units})" if units else ""))
+        return
+    failed = 0
+    for path in files:
+        try:
+            batch = read_input(path, served.input_shape, served.input_dtype)
+        except RecipeError as e:
+            print(e.line(), file=sys.stderr, flush=True)
+            failed += 1
+            continue
+        outputs = served(batch)
+        for index in range(len(batch)):
+            print(f"{path}{f'[{index}]' if len(batch) > 1 else ''}: {describe(outputs, index)}")
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    entry.run(main)
