@@ -9,6 +9,7 @@
 from models.bert import BertClassifier, BertEncoder, BertPretrainer
 from models.bigmodel import BigModel
 from models.cnn import cnn
+from models.logits import logits, output_head
 from models.lstm import lstm_classifier
 from models.mlp import two_layer_mlp
 from models.mnist import mnist_dense
@@ -16,4 +17,5 @@ from models.regression import linear_regression, sigmoid_neuron
 from models.scratch import NumpyTwoLayerNet
 
 __all__ = ["BertClassifier", "BertEncoder", "BertPretrainer", "BigModel", "NumpyTwoLayerNet", "cnn",
-           "linear_regression", "lstm_classifier", "mnist_dense", "sigmoid_neuron", "two_layer_mlp"]
+           "linear_regression", "logits", "lstm_classifier", "mnist_dense", "output_head", "sigmoid_neuron",
+           "two_layer_mlp"]

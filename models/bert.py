@@ -166,9 +166,13 @@ class BertClassifier(_WithEncoder):
         self.head.build((input_shape[0], self.encoder.hidden_size))
         self.built = True
 
-    def call(self, token_ids, training=False):
+    def features(self, token_ids, training=False):
+        """What the head reads: the [CLS] token's representation, after dropout."""
         first_token = self.encoder(token_ids, training=training)[:, 0]
-        return self.head(self.dropout(first_token, training=training))
+        return self.dropout(first_token, training=training)
+
+    def call(self, token_ids, training=False):
+        return self.head(self.features(token_ids, training=training))
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "dropout_rate": self.dropout_rate}

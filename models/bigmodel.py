@@ -56,13 +56,17 @@ class BigModel(keras.Model):
         self.head.build(shape)
         self.built = True
 
-    def call(self, inputs, training=False):
+    def features(self, inputs, training=False):
+        """What the head reads: the last hidden layer's output."""
         x = self.flatten(inputs)
         for i, dense in enumerate(self.hidden):
             x = dense(x)
             if self.dropouts:
                 x = self.dropouts[i](x, training=training)
-        return self.head(x)
+        return x
+
+    def call(self, inputs, training=False):
+        return self.head(self.features(inputs, training=training))
 
     def get_config(self):
         return {**super().get_config(), "hidden_units": list(self.hidden_units),

@@ -84,3 +84,30 @@ def train_mnist_net(config, strategy, dataset):
         metrics_fn=lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")],
         preprocess=data.scale_pixels, recipe="mnist", signature=PIXELS)
     return results
+
+
+def run_in_process(module, args, monkeypatch, capfd):
+    """`python -m recipes.<module> ARGS` through its real entry point (`entry.run(main)`:
+    absl's parsing, one-line errors), in this process; returns (exit code, stdout, stderr)."""
+    from absl import flags
+
+    from recipes.core import entry
+
+    monkeypatch.setattr(sys, "argv", [module.__file__, *args])
+    flags.FLAGS.unparse_flags()
+    try:
+        entry.run(module.main)
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0  # absl's app.run exits with main's None.
+    finally:
+        flags.FLAGS.unparse_flags()
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, err[-3000:]
+    return code, out, err
+
+
+def assert_one_error_line(code, err, expected):
+    """Exit 1 and exactly one `error:` line, which holds `expected`."""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and expected in errors[0], (code, err[-2000:])

@@ -9,9 +9,7 @@ does; the tests read what they wrote.
 import fcntl
 import json
 import os
-import sys
 
-from absl import flags
 import keras
 import numpy as np
 import pytest
@@ -21,9 +19,9 @@ import models
 from recipes import compress as compress_recipe
 from recipes import mnist as mnist_recipe
 from recipes import predict as predict_recipe
-from recipes.core import data, entry, pruning, runs, serving, step
+from recipes.core import data, pruning, runs, serving, step
 from recipes.core.config import TrainConfig
-from tests.helpers import run_python, shared_strategy
+from tests.helpers import assert_one_error_line, run_in_process, run_python, shared_strategy
 
 
 @pytest.fixture(scope="module")
@@ -187,28 +185,6 @@ def test_compression_report_has_a_row_per_variant(compressed):
     assert open(run.path("compressed", "compression.png"), "rb").read(4) == b"\x89PNG"
 
 
-def _cli(module, args, monkeypatch, capfd):
-    """`python -m recipes.<module> ARGS` through its real entry point, in this process:
-    (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", [module.__file__, *args])
-    flags.FLAGS.unparse_flags()
-    try:
-        entry.run(module.main)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0  # absl's app.run exits with main's None.
-    finally:
-        flags.FLAGS.unparse_flags()
-    out, err = capfd.readouterr()
-    assert "Traceback" not in out + err, err[-3000:]
-    return code, out, err
-
-
-def _one_error(code, err, expected):
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 1 and expected in errors[0], (code, err[-2000:])
-
-
 @pytest.mark.slow
 def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(compressed, tmp_path,
                                                                              monkeypatch, capfd):
@@ -224,7 +200,7 @@ def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(comp
                              ("compressed/int8.tflite", run.path("compressed", "int8.tflite"))]:
         expected = serving.load(reference, run.signature(dataset)).predict(dataset.x_test[:10])["classes"]
         assert np.mean(expected == dataset.y_test[:10]) >= 0.8
-        code, out, err = _cli(predict_recipe, [f"--model_dir={run.model_dir}", f"--model={model}",
+        code, out, err = run_in_process(predict_recipe, [f"--model_dir={run.model_dir}", f"--model={model}",
                                                *pngs, *bad], monkeypatch, capfd)
         printed = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
         assert [line.split(" (probability")[0] for line in printed] == [
@@ -250,7 +226,7 @@ def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(comp
 def test_bad_arguments_are_one_line(compressed, command, args, expected, monkeypatch, capfd):
     run, _, _ = compressed
     module = predict_recipe if command == "predict" else compress_recipe
-    _one_error(*_cli(module, [f"--model_dir={run.model_dir}", *args], monkeypatch, capfd)[::2], expected)
+    assert_one_error_line(*run_in_process(module, [f"--model_dir={run.model_dir}", *args], monkeypatch, capfd)[::2], expected)
 
 
 @pytest.mark.slow
@@ -261,7 +237,7 @@ def test_predict_value_is_the_fitted_line_at_that_many_rooms(tmp_path, monkeypat
     config = TrainConfig(model_dir=str(tmp_path), batch_size=len(dataset.x_train), **linreg.RECIPE_DEFAULTS)
     results = linreg.run(config, shared_strategy("default"), dataset, mean, std)
     capfd.readouterr()
-    code, out, _ = _cli(predict_recipe, [f"--model_dir={tmp_path}", "--value=6.5"], monkeypatch, capfd)
+    code, out, _ = run_in_process(predict_recipe, [f"--model_dir={tmp_path}", "--value=6.5"], monkeypatch, capfd)
     price = results["theta0"] + results["theta1"] * (6.5 - mean) / std
     line = next(line for line in out.splitlines() if line.startswith("--value=6.5: "))
     assert code == 0 and "($1000s" in line, out
@@ -269,8 +245,8 @@ def test_predict_value_is_the_fitted_line_at_that_many_rooms(tmp_path, monkeypat
 
 
 def test_compress_needs_a_finished_classifier_run(tmp_path, monkeypatch, capfd):
-    _one_error(*_cli(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
+    assert_one_error_line(*run_in_process(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
                "holds no finished run (no metrics.json)")
     (tmp_path / "metrics.json").write_text(json.dumps({"recipe": "neuron"}))
-    _one_error(*_cli(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
+    assert_one_error_line(*run_in_process(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
                "a neuron run, which this command does not take yet")

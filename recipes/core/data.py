@@ -195,6 +195,28 @@ def load_breast_cancer():
                      as_features(x_test), as_labels(y_test), as_features(x_val), as_labels(y_val))
 
 
+def random_shift(max_pixels):
+    """An `augment` for `train_dataset`: every image moved by a whole number of
+    pixels, at most `max_pixels` each way, and zero-filled; images [N, H, W] or
+    [N, H, W, C]."""
+
+    def augment(images, seed):
+        grey = images.shape.rank == 3
+        batch = images[..., None] if grey else images
+        count = tf.shape(batch)[0]
+        shift = tf.cast(tf.random.stateless_uniform([count, 2], seed, -max_pixels, max_pixels + 1,
+                                                    dtype=tf.int32), tf.float32)
+        ones, zeros = tf.ones([count]), tf.zeros([count])
+        # Each row maps an output pixel (x, y) to the input pixel (x + dx, y + dy).
+        transforms = tf.stack([ones, zeros, shift[:, 0], zeros, ones, shift[:, 1], zeros, zeros], axis=1)
+        moved = tf.raw_ops.ImageProjectiveTransformV3(
+            images=batch, transforms=transforms, output_shape=tf.shape(batch)[1:3],
+            fill_value=tf.constant(0, batch.dtype), interpolation="NEAREST", fill_mode="CONSTANT")
+        return moved[..., 0] if grey else moved
+
+    return augment
+
+
 def scale_pixels(images):
     """uint8 pixels in [0, 255] -> float32 in [0, 1]."""
     return tf.cast(images, tf.float32) / 255.0
@@ -220,20 +242,26 @@ def _per_replica_batches(dataset, global_batch_size, context):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def train_dataset(strategy, x, y, global_batch_size, *, preprocess, seed, start_step=0):
+def train_dataset(strategy, x, y, global_batch_size, *, preprocess, seed, start_step=0, augment=None):
     """An endless, shuffled, distributed stream of (x, y) global batches.
 
     `start_step` skips the batches a resumed run has already trained on, so
     resuming neither repeats nor skips a step: the stream is a pure function
-    of `seed`.
+    of `seed`. `augment(batch, seed)`, if given, changes each preprocessed
+    global batch with stateless random ops seeded by (`seed`, the step), so it
+    is the same after a resume and whatever the number of replicas.
     """
     check_batch_size(global_batch_size, strategy.num_replicas_in_sync)
+
+    def prepare(step, xb, yb):
+        xb = preprocess(xb)
+        return (augment(xb, tf.stack([tf.cast(seed, tf.int64), step])) if augment else xb), yb
 
     def dataset_fn(context):
         ds = tf.data.Dataset.from_tensor_slices((x, y)).cache()
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.batch(global_batch_size, drop_remainder=True).skip(start_step)
-        ds = ds.map(lambda xb, yb: (preprocess(xb), yb), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(global_batch_size, drop_remainder=True).enumerate().skip(start_step)
+        ds = ds.map(lambda step, batch: prepare(step, *batch), num_parallel_calls=tf.data.AUTOTUNE)
         return _per_replica_batches(ds, global_batch_size, context)
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -40,7 +40,7 @@ def _precision(config, strategy):
 
 def train_model(config, strategy, dataset, build_model, *, metrics_fn, preprocess, recipe,
                 loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
-                signature=None, set_up=True):
+                signature=None, augment=None, set_up=True):
     """The recipe preamble and the run: seeds and precision (unless `set_up` is
     False, for a second phase of the same run), `build_model()` and the optimizer
     under the strategy's scope, then `train_and_evaluate`. Returns (results, model)."""
@@ -53,7 +53,7 @@ def train_model(config, strategy, dataset, build_model, *, metrics_fn, preproces
         results = train_and_evaluate(
             config, strategy, model, optimizer, dataset, loss_fn=loss_fn, objective=objective,
             metrics_fn=metrics_fn, train_metrics_fn=train_metrics_fn, preprocess=preprocess,
-            recipe=recipe, extra_metrics=extra_metrics, signature=signature)
+            recipe=recipe, extra_metrics=extra_metrics, signature=signature, augment=augment)
     return results, model
 
 
@@ -85,7 +85,7 @@ def train_classifier(config, strategy, dataset, build_model, *, recipe, preproce
 
 def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
                        loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
-                       signature=None):
+                       signature=None, augment=None):
     """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
 
     The step computes `objective` (a `step.Objective`; default: supervised
@@ -98,6 +98,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
     metrics.json as it is: a recipe's baselines, say. `signature` (a
     `serving.Signature`) is what saved_model/ takes and returns; default: the raw
     `data.x_train` examples, `preprocess`ed inside, and the model's outputs as they are.
+    `augment(batch, seed)` changes the training batches (`data.train_dataset`).
 
     Resumes from the latest checkpoint in `config.model_dir`. Writes there:
     checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json,
@@ -129,7 +130,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                 model.build((None,) + data.x_train.shape[1:])
         trainer = step.Trainer(strategy, model, optimizer, loss_fn, metrics_fn, config.batch_size,
                                config.jit_compile, config.accum_steps, train_metrics_fn, objective)
-        controller = _controller(config, strategy, trainer, data, preprocess, write_dir, chief,
+        controller = _controller(config, strategy, trainer, data, (preprocess, augment), write_dir, chief,
                                  stack.enter_context, signals, _settings(config, strategy, data, recipe))
         controller.run()
         evaluation = _evaluate(trainer, strategy, data, config.batch_size, preprocess, controller)
@@ -171,11 +172,12 @@ def _settings(config, strategy, data, recipe):
             **config.recipe_settings}
 
 
-def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, enter, signals,
+def _controller(config, strategy, trainer, data, preparation, write_dir, chief, enter, signals,
                 settings):
     """Restores the last checkpoint (checking the run's settings against it), then
     sets up the input, the summaries and the hooks of the loop."""
     model, optimizer, model_dir = trainer.model, trainer.optimizer, config.model_dir
+    preprocess, augment = preparation
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **trainer.objective.checkpointed())
     latest = fault_tolerance.latest_checkpoint(os.path.join(model_dir, "checkpoints"), repair=chief)
     if chief and latest:
@@ -206,7 +208,8 @@ def _controller(config, strategy, trainer, data, preprocess, write_dir, chief, e
           f"{config.batch_size} ({config.batch_size // replicas} per replica); {plan.total_steps} "
           f"steps of {steps_per_epoch} per epoch.")
     train_ds = data_lib.train_dataset(strategy, data.x_train, data.y_train, config.batch_size,
-                                      preprocess=preprocess, seed=config.seed, start_step=start_step)
+                                      preprocess=preprocess, seed=config.seed, start_step=start_step,
+                                      augment=augment)
     validation = None if data.x_val is None else data_lib.eval_dataset(
         strategy, data.x_val, data.y_val, config.batch_size, preprocess=preprocess)
     hooks = [loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(

@@ -1,0 +1,126 @@
+r"""Knowledge distillation: a trained classifier run (the teacher) teaches a small
+student, which is also trained alone, the same way, as the baseline it must beat.
+
+    python -m recipes.cnn && python -m recipes.distill          # runs/cnn -> runs/distill
+    python -m recipes.distill --teacher_dir=runs/mnist --student=bigmodel --strategy=mirrored
+
+The student trains on the teacher's own data and split (recorded in the
+teacher's metrics.json). Its loss is (1 - alpha) x cross-entropy on the labels
++ alpha x Keras' LogitsDistillation (KL at --temperature, times T^2), in the
+package's compiled step. Writes the distilled student to --model_dir (default
+runs/distill) and the baseline to <model_dir>/baseline; metrics.json compares
+teacher, baseline and student. README, "Distillation", has the measured table.
+"""
+if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
+    from recipes.core import entry
+    entry.handle_stop_signals()
+    entry.set_up_process()
+
+import dataclasses
+import os
+
+from absl import flags
+import keras
+
+import models
+from recipes.core import data, distillation, metrics, runs, train
+from recipes.core import flags as recipe_flags
+from recipes.core.errors import RecipeError
+
+flags.DEFINE_string("teacher_dir", os.path.join("runs", "cnn"),
+                    "The teacher: a finished classifier run (its model.keras, data and split).")
+flags.DEFINE_enum("student", "mlp", ["mlp", "bigmodel"],
+                  "mlp: models.two_layer_mlp; bigmodel: models.BigModel.")
+flags.DEFINE_integer("student_hidden_units", 128, "--student=mlp: width of its hidden layer.", lower_bound=1)
+flags.DEFINE_float("temperature", 4.0, "Softmax temperature of the teacher's term.")
+flags.register_validator("temperature", lambda value: value > 0, message="--temperature must be positive")
+flags.DEFINE_float("alpha", 0.5, "Weight of the teacher's term; 1 - alpha weighs the labels.",
+                   lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_integer("transfer_shift", 2,
+                     "Train on copies of the training images moved by up to this many pixels, which "
+                     "the teacher labels (the baseline sees the same copies); 0: the images as they are.",
+                     lower_bound=0)
+flags.DEFINE_bool("baseline", True, "Also train the student alone, into <model_dir>/baseline.")
+
+FLAGS = flags.FLAGS
+
+RECIPE_DEFAULTS = dict(epochs=20, batch_size=64)
+
+
+def build_student(name, input_shape, num_classes, hidden_units):
+    if name == "bigmodel":
+        return models.BigModel(num_classes=num_classes)
+    return models.two_layer_mlp(input_shape=input_shape, hidden_units=hidden_units, num_classes=num_classes)
+
+
+def load_teacher(strategy, path, dataset):
+    """The teacher's model, under the strategy's scope; one that does not fit the data is an error."""
+    with strategy.scope():
+        teacher = keras.saving.load_model(path)
+    num_classes = int(dataset.y_train.max()) + 1
+    if tuple(teacher.input_shape[1:]) != tuple(dataset.x_train.shape[1:]):
+        raise RecipeError(f"the teacher {path} takes inputs of shape {list(teacher.input_shape[1:])}, "
+                          f"not the data's {list(dataset.x_train.shape[1:])}; pass a --teacher_dir "
+                          "trained on it")
+    if teacher.output_shape[-1] != num_classes:
+        raise RecipeError(f"the teacher {path} has {teacher.output_shape[-1]} outputs for the data's "
+                          f"{num_classes} classes; distillation needs a softmax teacher over the same "
+                          "classes")
+    try:
+        models.output_head(teacher)
+    except ValueError as e:
+        raise RecipeError(f"the teacher {path} cannot be distilled: {e}") from None
+    return teacher
+
+
+def run(config, strategy, teacher_run, dataset, *, student="mlp", hidden_units=128, temperature=4.0,
+        alpha=0.5, transfer_shift=2, baseline=True):
+    """Trains the baseline (unless `baseline` is False), then the distilled student;
+    returns the student's metrics.json dict."""
+    signature = teacher_run.signature(dataset)
+    teacher = load_teacher(strategy, teacher_run.path("model.keras"), dataset)
+    num_classes = teacher.output_shape[-1]
+
+    def student_run(model_dir, objective, extra_metrics):
+        return train.train_model(
+            dataclasses.replace(config, model_dir=model_dir), strategy, dataset,
+            lambda: build_student(student, dataset.x_train.shape[1:], num_classes, hidden_units),
+            objective=objective, metrics_fn=lambda: metrics.classification(num_classes),
+            train_metrics_fn=lambda: metrics.accuracy(num_classes), preprocess=signature.preprocess,
+            recipe="distill", signature=signature, extra_metrics=extra_metrics,
+            augment=data.random_shift(transfer_shift) if transfer_shift else None)
+
+    parameters = build_student(student, dataset.x_train.shape[1:], num_classes, hidden_units).count_params()
+    summary = {"teacher_dir": teacher_run.model_dir, "teacher_recipe": teacher_run.recipe,
+               "teacher_test_accuracy": teacher_run.metrics.get("test_accuracy"),
+               "teacher_parameters": teacher.count_params(), "student_parameters": parameters,
+               "compression_ratio": teacher.count_params() / parameters,
+               "temperature": temperature, "alpha": alpha, "transfer_shift": transfer_shift}
+    if baseline:
+        alone, _ = student_run(os.path.join(config.model_dir, "baseline"), distillation.Distillation(),
+                               {**summary, "role": "baseline: the student alone"})
+        summary["baseline_test_accuracy"] = alone["test_accuracy"]
+    distilled, _ = student_run(config.model_dir,
+                               distillation.Distillation(teacher, temperature=temperature, alpha=alpha),
+                               {**summary, "role": "distilled student"})
+    print(f"Teacher ({teacher_run.recipe}, {summary['teacher_parameters']:,} parameters): "
+          f"{summary['teacher_test_accuracy']:.2%}; student ({parameters:,} parameters, "
+          f"{summary['teacher_parameters'] / parameters:.1f}x fewer): {distilled['test_accuracy']:.2%} "
+          "distilled" + (f", {summary['baseline_test_accuracy']:.2%} alone." if baseline else "."))
+    return distilled
+
+
+def main(argv):
+    del argv  # Unused.
+    strategy = recipe_flags.strategy_from_flags()
+    teacher_run = runs.read(FLAGS.teacher_dir)
+    source = FLAGS.data_source if FLAGS["data_source"].present else teacher_run.metrics.get("data_source")
+    dataset = teacher_run.load_data(source, FLAGS.data_dir)
+    config = recipe_flags.train_config("distill", **RECIPE_DEFAULTS)
+    run(config, strategy, teacher_run, dataset, student=FLAGS.student,
+        hidden_units=FLAGS.student_hidden_units, temperature=FLAGS.temperature, alpha=FLAGS.alpha, transfer_shift=FLAGS.transfer_shift,
+        baseline=FLAGS.baseline)
+
+
+if __name__ == "__main__":
+    entry.run(main)
