@@ -118,8 +118,8 @@ def main(argv):
     dataset = teacher_run.load_data(source, FLAGS.data_dir)
     config = recipe_flags.train_config("distill", **RECIPE_DEFAULTS)
     run(config, strategy, teacher_run, dataset, student=FLAGS.student,
-        hidden_units=FLAGS.student_hidden_units, temperature=FLAGS.temperature, alpha=FLAGS.alpha, transfer_shift=FLAGS.transfer_shift,
-        baseline=FLAGS.baseline)
+        hidden_units=FLAGS.student_hidden_units, temperature=FLAGS.temperature, alpha=FLAGS.alpha,
+        transfer_shift=FLAGS.transfer_shift, baseline=FLAGS.baseline)
 
 
 if __name__ == "__main__":
