@@ -32,7 +32,7 @@ flags.DEFINE_string("teacher_dir", os.path.join("runs", "cnn"),
 flags.DEFINE_enum("student", "mlp", ["mlp", "bigmodel"],
                   "mlp: models.two_layer_mlp; bigmodel: models.BigModel.")
 flags.DEFINE_integer("student_hidden_units", 128, "--student=mlp: width of its hidden layer.", lower_bound=1)
-flags.DEFINE_float("temperature", 4.0, "Softmax temperature of the teacher's term.")
+flags.DEFINE_float("temperature", 3.0, "Softmax temperature of the teacher's term.")
 flags.register_validator("temperature", lambda value: value > 0, message="--temperature must be positive")
 flags.DEFINE_float("alpha", 0.5, "Weight of the teacher's term; 1 - alpha weighs the labels.",
                    lower_bound=0.0, upper_bound=1.0)
@@ -73,7 +73,7 @@ def load_teacher(strategy, path, dataset):
     return teacher
 
 
-def run(config, strategy, teacher_run, dataset, *, student="mlp", hidden_units=128, temperature=4.0,
+def run(config, strategy, teacher_run, dataset, *, student="mlp", hidden_units=128, temperature=3.0,
         alpha=0.5, transfer_shift=2, baseline=True):
     """Trains the baseline (unless `baseline` is False), then the distilled student;
     returns the student's metrics.json dict."""
