@@ -49,7 +49,9 @@ RECIPE_DEFAULTS = dict(epochs=20, batch_size=64)
 
 def build_student(name, input_shape, num_classes, hidden_units):
     if name == "bigmodel":
-        return models.BigModel(num_classes=num_classes)
+        student = models.BigModel(num_classes=num_classes)
+        student.build((None, *input_shape))  # Subclassed: its variables exist once built.
+        return student
     return models.two_layer_mlp(input_shape=input_shape, hidden_units=hidden_units, num_classes=num_classes)
 
 

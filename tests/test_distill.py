@@ -143,3 +143,9 @@ def test_a_teacher_that_does_not_fit_the_data_is_one_line(mnist, tmp_path):
         with pytest.raises(RecipeError) as error:
             distill_recipe.load_teacher(shared_strategy("default"), path, mnist)
         assert expected in str(error.value)
+
+
+def test_both_students_are_built_and_counted_before_training():
+    assert distill_recipe.build_student("mlp", (28, 28), 10, 128).count_params() == 101_770
+    big = distill_recipe.build_student("bigmodel", (28, 28), 10, 128)
+    assert big.built and big.count_params() == 244_946  # BigModel's 256-128-64-32-16-8 on 784 pixels.
