@@ -114,14 +114,14 @@ def test_interrupted_pruning_resumes_to_the_uninterrupted_weights(compressed, tm
 
     def prune(model_dir, steps):
         config = TrainConfig(model_dir=str(model_dir), learning_rate=1e-4, train_steps=steps,
-                             checkpoint_steps=30, batch_size=32, seed=3)
+                             checkpoint_steps=20, batch_size=32, seed=3)
         compress_recipe.prune(config, shared_strategy("default"), run, dataset, signature,
-                              sparsity=0.8, pruning_steps=60, frequency=20)
+                              sparsity=0.8, pruning_steps=40, frequency=10)
         return keras.saving.load_model(os.path.join(model_dir, "model.keras")).get_weights()
 
-    straight = prune(tmp_path / "straight", 90)
-    prune(tmp_path / "resumed", 30)  # Stopped after its checkpoint at step 30, mid-schedule...
-    resumed = prune(tmp_path / "resumed", 90)  # ...and run again to the end.
+    straight = prune(tmp_path / "straight", 60)
+    prune(tmp_path / "resumed", 20)  # Stopped after its checkpoint at step 20, mid-schedule...
+    resumed = prune(tmp_path / "resumed", 60)  # ...and run again to the end.
     for a, b in zip(straight, resumed):
         np.testing.assert_allclose(a, b, atol=1e-5)
 

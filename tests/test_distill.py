@@ -106,11 +106,14 @@ def teacher_run(tmp_path_factory):
 @pytest.mark.slow
 def test_two_steps_under_each_strategy_and_the_student_loads_fresh(teacher_run, strategy, tmp_path):
     dataset = teacher_run.load_data("sample", None)
+    one_device = strategy.num_replicas_in_sync == 1  # The baseline and a fresh process once.
     results = distill_recipe.run(TrainConfig(model_dir=str(tmp_path), train_steps=2, batch_size=64),
-                                 strategy, teacher_run, dataset, hidden_units=32)
+                                 strategy, teacher_run, dataset, hidden_units=32, baseline=one_device)
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved == results and saved["baseline_test_accuracy"] is not None
-    assert saved["student_parameters"] * 4 <= saved["teacher_parameters"]
+    assert saved == results and saved["student_parameters"] * 4 <= saved["teacher_parameters"]
+    if not one_device:
+        return
+    assert saved["baseline_test_accuracy"] is not None
     assert os.path.exists(tmp_path / "baseline" / "model.keras")
     np.save(tmp_path / "x.npy", dataset.x_test[:8] / np.float32(255))
     np.save(tmp_path / "y.npy", keras.saving.load_model(tmp_path / "model.keras")(dataset.x_test[:8] / 255.0))
@@ -126,7 +129,6 @@ np.testing.assert_allclose(model(np.load("{tmp_path}/x.npy")), np.load("{tmp_pat
     (["--teacher_dir={tmp}"], "holds no finished run (no metrics.json)"),
     (["--temperature=-1"], "--temperature must be positive"),
     (["--alpha=1.5"], "flag --alpha=1.5"),
-    (["--teacher_dir={teacher}", "--data_source=tfds"], "not prepared"),
 ])
 def test_bad_input_is_one_line(teacher_run, args, expected, tmp_path, monkeypatch, capfd):
     args = [a.format(tmp=tmp_path, teacher=teacher_run.model_dir) for a in args]
