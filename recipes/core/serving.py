@@ -119,8 +119,8 @@ class Served:
         is the model on preprocessed input, so it needs `signature`).
       signature: the `Signature` a `.keras` file is served with.
 
-    Attributes: `input_shape` (one example's), `input_dtype`, `output_names`, and
-    `runtime` (what runs it: TensorFlow or the LiteRT interpreter).
+    Attributes: `input_shape` (one example's), `input_dtype`, and `runtime` (what
+    runs it: TensorFlow or the LiteRT interpreter).
     """
 
     def __init__(self, path, signature=None):
@@ -131,7 +131,6 @@ class Served:
             spec = function.structured_input_signature[1][INPUT_NAME]
             self.input_shape, self.input_dtype = tuple(spec.shape[1:]), spec.dtype.name
             self._predict = lambda raw: function(**{INPUT_NAME: tf.constant(raw)})
-            self.output_names = sorted(function.structured_outputs)
             self.runtime = f"TensorFlow {tf.__version__} (SavedModel signature)"
         elif kind == "keras":
             if signature is None:
@@ -140,8 +139,6 @@ class Served:
             function = tf.function(lambda raw: signature.serve(model, raw), reduce_retracing=True)
             self.input_shape, self.input_dtype = signature.input_shape, signature.input_dtype
             self._predict = lambda raw: function(tf.constant(raw))
-            self.output_names = ["predictions"] if signature.outputs == "predictions" else [
-                "classes", "probabilities"]
             self.runtime = f"TensorFlow {tf.__version__} (tf.function)"
         else:
             self._load_litert(path)
@@ -163,7 +160,6 @@ class Served:
                 runner(litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), "built-in kernels")
         self.input_shape, self.input_dtype = tuple(details["shape"][1:]), np.dtype(details["dtype"]).name
         self._predict = lambda raw: signature_runner(**{INPUT_NAME: raw})
-        self.output_names = sorted(signature_runner.get_output_details())
         self.runtime = f"LiteRT interpreter ({delegate})"
 
     def __call__(self, raw):
