@@ -56,13 +56,18 @@ class BigModel(keras.Model):
         self.head.build(shape)
         self.built = True
 
+    def layer_stack(self):
+        """The layers in the order `call` runs them (model parallelism splits this list)."""
+        stack = [self.flatten]
+        for i, dense in enumerate(self.hidden):
+            stack += [dense, self.dropouts[i]] if self.dropouts else [dense]
+        return stack + [self.head]
+
     def features(self, inputs, training=False):
         """What the head reads: the last hidden layer's output."""
-        x = self.flatten(inputs)
-        for i, dense in enumerate(self.hidden):
-            x = dense(x)
-            if self.dropouts:
-                x = self.dropouts[i](x, training=training)
+        x = inputs
+        for layer in self.layer_stack()[:-1]:
+            x = layer(x, training=training)
         return x
 
     def call(self, inputs, training=False):

@@ -1,4 +1,4 @@
-"""Shared test set-up: offline, the host CPU split into 2 logical devices, and the
+"""Shared test set-up: offline, the host CPU split into 4 logical devices, and the
 fixtures. Helpers that tests import live in tests/helpers.py.
 
 The split must happen before TensorFlow initializes, so it runs at import,
@@ -15,9 +15,9 @@ os.environ["GCE_METADATA_IP"] = "127.0.0.1:9"
 import pytest  # noqa: E402
 
 import strategies  # noqa: E402
-from tests.helpers import NUM_CPU_DEVICES, shared_strategy  # noqa: E402
+from tests.helpers import SPLIT_CPU_DEVICES, shared_strategy  # noqa: E402
 
-strategies.configure_cpu_devices(NUM_CPU_DEVICES)
+strategies.configure_cpu_devices(SPLIT_CPU_DEVICES)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,9 @@ from recipes.core import data, serving
 
 # What the MNIST recipes' saved_model/ serves: uint8 pixels [N, 28, 28].
 PIXELS = serving.Signature((28, 28), "uint8", data.scale_pixels)
-NUM_CPU_DEVICES = 2  # conftest.py splits the host CPU into this many logical devices.
+NUM_CPU_DEVICES = 2  # Logical CPU devices a mirrored test strategy uses.
+# conftest.py splits the host CPU into this many: 4 pipeline stages need 4.
+SPLIT_CPU_DEVICES = 4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import strategies
+from tests.helpers import SPLIT_CPU_DEVICES
 
 
 def test_unknown_strategy_lists_the_choices():
@@ -39,7 +40,7 @@ def test_auto_picks_default_on_one_cpu_and_mirrored_on_split_cpus():
 def test_more_cpu_devices_than_configured_after_start_up_is_a_clear_error():
     tf.constant(0)  # TensorFlow is initialized now.
     with pytest.raises(ValueError, match="before any other TensorFlow op"):
-        strategies.get_strategy("mirrored", num_cpu_devices=3)
+        strategies.get_strategy("mirrored", num_cpu_devices=SPLIT_CPU_DEVICES + 1)
 
 
 def test_more_gpus_than_visible_is_a_clear_error():

@@ -13,8 +13,9 @@ from recipes.core.errors import RecipeError
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 SCHEDULES = ("constant", "exponential", "cosine", "linear", "step")
-PRECISIONS = ("auto", "none", "mixed_bfloat16")
+PRECISIONS = ("auto", "none", "mixed_bfloat16", "float64")
 CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
+BALANCES = ("flops", "params")  # What pipeline stages balance (strategies.model_parallel).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +50,17 @@ class TrainConfig:
     l2: float = 0.0
     dropout_rate: float = 0.0
     early_stopping_patience: int = 0  # Epochs without a better validation loss; 0: off.
+    # Model parallelism (strategies/model_parallel.py), on the devices of one host.
+    pipeline_stages: int = 1  # The layer stack in this many stages, one per device.
+    num_microbatches: int = 1  # Per batch, through the pipeline (GPipe).
+    pipeline_balance: str = "flops"
+    tensor_parallel: int = 1  # Dense -> Dense pairs split over this many devices.
     # The recipe's own flags ({"num_heads": 4, ...}): a resumed run must match them too.
     recipe_settings: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "accum_steps"):
+        for name in ("epochs", "batch_size", "accum_steps", "pipeline_stages", "num_microbatches",
+                     "tensor_parallel"):
             _check(getattr(self, name) >= 1, name, "must be at least 1", getattr(self, name))
         if self.steps_per_loop is not None:
             _check(self.steps_per_loop >= 1, "steps_per_loop", "must be at least 1", self.steps_per_loop)
@@ -73,14 +80,21 @@ class TrainConfig:
         if len(clipping) > 1:
             raise RecipeError(f"pass at most one of --clipnorm, --global_clipnorm and --clipvalue; "
                               f"received {', '.join('--' + name for name in clipping)}")
+        _choice("pipeline_balance", self.pipeline_balance, BALANCES)
+        if self.pipeline_stages > 1 and self.tensor_parallel > 1:
+            raise RecipeError("--pipeline_stages and --tensor_parallel do not combine yet; pass one of them")
+        if self.num_microbatches > 1 and self.pipeline_stages == 1:
+            raise RecipeError(f"--num_microbatches={self.num_microbatches} splits the batch for a "
+                              "pipeline; pass --pipeline_stages > 1 with it, or --accum_steps for "
+                              "micro-batches on one device")
         if not 0 <= self.momentum < 1 or (self.momentum and self.optimizer not in ("sgd", "rmsprop")):
             raise RecipeError(f"--momentum={self.momentum} applies to --optimizer=sgd or rmsprop, "
                               "and must be in [0, 1)")
 
     def check_fits(self, strategy, num_train_examples):
         """The checks that need the strategy and the data: the batch splits over the
-        replicas, the micro-batches split each replica's batch, and one batch fits in
-        the training set."""
+        replicas, the micro-batches (of accumulation, then of a pipeline) split each
+        replica's batch, and one batch fits in the training set."""
         replicas = strategy.num_replicas_in_sync
         check_batch_size(self.batch_size, replicas)
         per_replica = self.batch_size // replicas
@@ -89,9 +103,22 @@ class TrainConfig:
                 f"--accum_steps={self.accum_steps} does not divide the per-replica batch of "
                 f"{per_replica} (--batch_size={self.batch_size} over {replicas} replicas); "
                 "pass a divisor of it")
+        micro_batch = per_replica // self.accum_steps
+        if micro_batch % self.num_microbatches:
+            raise RecipeError(
+                f"--num_microbatches={self.num_microbatches} does not divide the batch of {micro_batch} "
+                f"(--batch_size={self.batch_size}"
+                + (f" / --accum_steps={self.accum_steps}" if self.accum_steps > 1 else "")
+                + "); pass a divisor of it")
         if self.batch_size > num_train_examples:
             raise RecipeError(f"--batch_size={self.batch_size} is larger than the "
                               f"{num_train_examples} training examples; pass a smaller one")
+
+
+    @property
+    def model_parallel(self):
+        """How many devices one model is split over (1: none)."""
+        return max(self.pipeline_stages, self.tensor_parallel)
 
 
 def check_batch_size(global_batch_size, num_replicas):

@@ -11,6 +11,7 @@ import sys
 from absl import flags
 
 import strategies
+from strategies import model_parallel
 from recipes.core import config as config_lib
 from recipes.core import data
 from recipes.core.errors import RecipeError
@@ -110,6 +111,20 @@ flags.DEFINE_integer(
     "Gradient accumulation: split each replica's batch into this many micro-batches "
     "and sum their gradients into one update (same result, less memory).")
 
+# Model parallelism: one model split over the devices of this host.
+flags.DEFINE_integer(
+    "pipeline_stages", DEFAULTS["pipeline_stages"],
+    "Split the model's layers into N stages, one per device (the first N GPUs, or the CPU split "
+    "into N), run GPipe-style; the stages balance --pipeline_balance.")
+flags.DEFINE_integer("num_microbatches", DEFAULTS["num_microbatches"],
+                     "With --pipeline_stages: micro-batches per batch, so the stages work at once.")
+flags.DEFINE_enum("pipeline_balance", DEFAULTS["pipeline_balance"], config_lib.BALANCES,
+                  "What the pipeline stages balance: flops (time) or params (memory).")
+flags.DEFINE_integer(
+    "tensor_parallel", DEFAULTS["tensor_parallel"],
+    "Split each Dense -> Dense pair Megatron-style over N devices (the first N GPUs, or the "
+    "CPU split into N): the first by columns, the second by rows.")
+
 # Against overfitting.
 flags.DEFINE_float("l2", DEFAULTS["l2"], "L2 penalty on the models' kernels.")
 flags.DEFINE_float("dropout_rate", DEFAULTS["dropout_rate"],
@@ -126,6 +141,8 @@ def strategy_from_flags():
     """The strategy the flags ask for, or a one-line `RecipeError`; says what
     `--strategy=auto` chose and why."""
     try:
+        if max(FLAGS.pipeline_stages, FLAGS.tensor_parallel) > 1:
+            return _model_parallel_strategy()
         strategy = strategies.get_strategy(
             FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices,
             worker_hosts=FLAGS.worker_hosts, task_index=FLAGS.task_index, tpu=FLAGS.tpu,
@@ -138,6 +155,23 @@ def strategy_from_flags():
         return strategy
     except ValueError as e:
         raise RecipeError(e) from None
+
+
+def _model_parallel_strategy():
+    """The default strategy, with the devices a split model needs (checked, and the
+    CPU split into them, before TensorFlow starts)."""
+    if FLAGS.strategy not in ("auto", "default"):
+        raise ValueError(
+            f"--pipeline_stages and --tensor_parallel split one model over this host's devices, "
+            f"under --strategy=default; --strategy={FLAGS.strategy} with them is not supported yet "
+            "(README: Model parallelism)")
+    flag = "pipeline_stages" if FLAGS.pipeline_stages > 1 else "tensor_parallel"
+    try:
+        model_parallel.devices(FLAGS[flag].value,
+                               FLAGS.num_cpu_devices if FLAGS["num_cpu_devices"].present else None)
+    except ValueError as e:
+        raise ValueError(f"--{flag}={FLAGS[flag].value}: {e}") from None
+    return strategies.get_strategy("default")
 
 
 def train_config(recipe, **recipe_defaults):

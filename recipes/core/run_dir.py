@@ -29,8 +29,9 @@ SETTINGS = "settings.json"  # In <model_dir>/checkpoints/.
 OUTPUT_FILES = ("model.keras", "metrics.json", "curves.png")
 OUTPUT_DIRS = ("saved_model", "checkpoints", "logs")
 # Settings a resumed run may change: they change how fast it runs, not what it computes.
+# (A pipeline only places the model's own variables; tensor parallelism changes them.)
 HARMLESS = ("strategy", "num_replicas", "steps_per_loop", "jit_compile", "profile",
-            "checkpoint_steps")
+            "checkpoint_steps", "pipeline_stages", "num_microbatches", "pipeline_balance")
 
 _held = {}  # Directory -> how many `claim`s of this process hold it.
 

@@ -30,13 +30,18 @@ class Objective:
 
     Args:
       loss_fn: `(y_true, y_pred) -> per-example loss [batch]`, a Keras loss function.
+      forward: `(model, x, training) -> outputs`, how the model is called; default:
+        `model(x, training=training)`. A `strategies.model_parallel.Pipeline` is one.
     """
 
-    def __init__(self, loss_fn):
+    def __init__(self, loss_fn, forward=None):
         self.loss_fn = loss_fn
+        self._forward = forward
 
     def forward(self, model, x, training):
         """The model's outputs for a batch."""
+        if self._forward is not None:
+            return self._forward(model, x, training)
         return model(x, training=training)
 
     def loss(self, model, x, y, training):

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 import strategies
+from strategies import model_parallel, tensor_parallel
 from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, run_dir, serving, step
 from recipes.core import data as data_lib
 from recipes.core.errors import RecipeError, first_line
@@ -50,11 +51,53 @@ def train_model(config, strategy, dataset, build_model, *, metrics_fn, preproces
         with strategy.scope():
             model = build(build_model)
             optimizer = optimization.make_optimizer(config)
+        _build(model, strategy, dataset)
+        parallel = split(config, strategy, model, dataset, objective)
+        if parallel is not None:
+            model = parallel.model  # Tensor parallelism: the plain model's pairs are gone.
         results = train_and_evaluate(
             config, strategy, model, optimizer, dataset, loss_fn=loss_fn, objective=objective,
             metrics_fn=metrics_fn, train_metrics_fn=train_metrics_fn, preprocess=preprocess,
-            recipe=recipe, extra_metrics=extra_metrics, signature=signature, augment=augment)
-    return results, model
+            recipe=recipe, extra_metrics=extra_metrics, signature=signature, augment=augment,
+            parallel=parallel)
+    return results, (model if parallel is None else parallel.gather())
+
+
+def _build(model, strategy, data):
+    if not model.built:  # A subclassed model creates its variables on first use.
+        with strategy.scope():
+            model.build((None,) + data.x_train.shape[1:])
+
+
+def split(config, strategy, model, data, objective=None):
+    """`model` split over this host's devices as `config` asks
+    (`--pipeline_stages` or `--tensor_parallel`): a `model_parallel.Pipeline` or
+    `model_parallel.TensorParallel`, or None for one device. Raises a one-line
+    `RecipeError` for what cannot be split so."""
+    if config.model_parallel == 1:
+        return None
+    flag, count = (("pipeline_stages", config.pipeline_stages) if config.pipeline_stages > 1
+                   else ("tensor_parallel", config.tensor_parallel))
+    if strategies.name_of(strategy) != "default":
+        raise RecipeError(f"--{flag} splits one model under the default strategy; "
+                          f"--strategy={strategies.name_of(strategy)} with it is not supported yet")
+    if objective is not None:
+        raise RecipeError(f"--{flag} trains with the recipe's plain loss, and this run's step "
+                          f"({type(objective).__name__}) does not take it yet; leave --{flag} out")
+    input_shape = None if isinstance(model, keras.Sequential) else data.x_train.shape[1:]
+    try:
+        devices = model_parallel.devices(count)
+        if flag == "pipeline_stages":
+            parallel = model_parallel.Pipeline(model, devices, config.num_microbatches,
+                                               config.pipeline_balance, input_shape, config.jit_compile)
+            print(f"Pipeline: {count} stages balancing {config.pipeline_balance}, "
+                  f"{config.num_microbatches} micro-batch(es) per batch; " + "; ".join(parallel.describe()))
+        else:
+            parallel = tensor_parallel.TensorParallel(model, devices, input_shape, config.jit_compile)
+            print("Tensor parallel: " + "; ".join(parallel.describe()))
+    except ValueError as e:
+        raise RecipeError(f"--{flag}={count}: {first_line(e)}") from None
+    return parallel
 
 
 def build(build_model, *args, **kwargs):
@@ -85,7 +128,7 @@ def train_classifier(config, strategy, dataset, build_model, *, recipe, preproce
 
 def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
                        loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
-                       signature=None, augment=None):
+                       signature=None, augment=None, parallel=None):
     """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
 
     The step computes `objective` (a `step.Objective`; default: supervised
@@ -99,6 +142,8 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
     `serving.Signature`) is what saved_model/ takes and returns; default: the raw
     `data.x_train` examples, `preprocess`ed inside, and the model's outputs as they are.
     `augment(batch, seed)` changes the training batches (`data.train_dataset`).
+    `parallel` (from `split`) is how `model` is split over devices: the step
+    calls a pipeline's stages, and a tensor-parallel model is saved gathered.
 
     Resumes from the latest checkpoint in `config.model_dir`. Writes there:
     checkpoints/, logs/ (TensorBoard), model.keras, saved_model/, metrics.json,
@@ -125,11 +170,17 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                                           lambda: tf.train.latest_checkpoint(checkpoints),
                                           tidy=lambda: _tidy(write_dir)):
         _tidy(write_dir)
-        if not model.built:  # A subclassed model creates its variables on first use.
-            with strategy.scope():
-                model.build((None,) + data.x_train.shape[1:])
+        _build(model, strategy, data)
+        if config.model_parallel > 1 and parallel is None:
+            raise RecipeError("--pipeline_stages and --tensor_parallel need the model split by "
+                              "train.split (train_model does it)")
+        if parallel is not None and parallel.forward is not None:
+            objective = step.Objective(loss_fn, forward=parallel.forward)
+        # A split model spans devices, and one XLA computation runs on one: the
+        # split compiles each stage or shard on its own device instead.
         trainer = step.Trainer(strategy, model, optimizer, loss_fn, metrics_fn, config.batch_size,
-                               config.jit_compile, config.accum_steps, train_metrics_fn, objective)
+                               config.jit_compile and parallel is None, config.accum_steps,
+                               train_metrics_fn, objective)
         controller = _controller(config, strategy, trainer, data, (preprocess, augment), write_dir, chief,
                                  stack.enter_context, signals, _settings(config, strategy, data, recipe))
         controller.run()
@@ -143,7 +194,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                            start_time=start_time, extra_metrics=extra_metrics or {})
         curves = (artifacts.curves_png(config.model_dir, results, controller.plan.steps_per_epoch)
                   if chief else None)
-        artifacts.write(model, write_dir, results,
+        artifacts.write(model if parallel is None else parallel.gather(), write_dir, results,
                         signature or serving.Signature.for_data(data.x_train, preprocess, "predictions"),
                         curves)
     print(f"Test: {artifacts.format_results(evaluation['test'])}; "
@@ -258,6 +309,8 @@ def _results(config, strategy, data, recipe, controller, evaluation, *, start_ti
         "num_validation_examples": 0 if data.x_val is None else len(data.x_val),
         "num_test_examples": len(data.x_test),
         "wall_seconds": round(time.time() - start_time, 2),
+        "memory_by_device": model_parallel.memory_by_device(controller.trainer.model,
+                                                            controller.trainer.optimizer),
         "tensorflow_version": tf.__version__,
         **extra_metrics,
     }
