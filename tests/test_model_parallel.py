@@ -37,7 +37,10 @@ def _max_abs_diff(a, b):
 
 
 def _run(module, model_dir, args, monkeypatch, capfd):
-    code, out, err = run_in_process(module, [f"--model_dir={model_dir}", *args], monkeypatch, capfd)
+    try:
+        code, out, err = run_in_process(module, [f"--model_dir={model_dir}", *args], monkeypatch, capfd)
+    finally:  # A run sets the process's precision policy; the next test in this worker expects float32.
+        keras.mixed_precision.set_global_policy("float32")
     assert code == 0, err[-3000:]
     return out
 
@@ -87,7 +90,7 @@ def test_pipeline_puts_each_stages_weights_and_slots_on_its_device_only(build, c
                 for slot in slots[id(variable)]:
                     assert model_parallel.device_of(slot) == device, (slot.path, device)
                 weights_by_device.setdefault(device, 0)
-                weights_by_device[device] += int(np.prod(variable.shape)) * 4
+                weights_by_device[device] += int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
     assert len(pipeline.stages) == count and all(layers for layers, _ in pipeline.stages)
     memory = model_parallel.memory_by_device(model, optimizer)
     for device, size in weights_by_device.items():  # No device holds another's weights.
@@ -143,7 +146,7 @@ def test_tensor_parallel_shards_live_on_their_devices_and_gather_to_the_plain_mo
 
 @pytest.mark.slow
 def test_a_killed_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, capfd):
-    args = ["--pipeline_stages=2", "--num_microbatches=2", "--train_steps=200", "--checkpoint_steps=20",
+    args = ["--pipeline_stages=2", "--num_microbatches=2", "--train_steps=100", "--checkpoint_steps=20",
             "--steps_per_loop=10", "--batch_size=64", "--seed=5", "--data_source=sample"]
     _run(recipes.mnist, tmp_path / "straight", args, monkeypatch, capfd)
     stopped = tmp_path / "stopped"
@@ -159,7 +162,7 @@ def test_a_killed_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path, mo
     resumed = run_module("recipes.mnist", f"--model_dir={stopped}", *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from step" in resumed.stdout
-    assert 0 < json.load(open(stopped / "metrics.json"))["steps_this_run"] < 200
+    assert 0 < json.load(open(stopped / "metrics.json"))["steps_this_run"] < 100
     assert _max_abs_diff(_weights(stopped), _weights(tmp_path / "straight")) < 1e-5
 
 

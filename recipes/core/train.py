@@ -72,7 +72,7 @@ def _build(model, strategy, data):
 def split(config, strategy, model, data, objective=None):
     """`model` split over this host's devices as `config` asks
     (`--pipeline_stages` or `--tensor_parallel`): a `model_parallel.Pipeline` or
-    `model_parallel.TensorParallel`, or None for one device. Raises a one-line
+    `tensor_parallel.TensorParallel`, or None for one device. Raises a one-line
     `RecipeError` for what cannot be split so."""
     if config.model_parallel == 1:
         return None
