@@ -6,7 +6,6 @@ holds the placement both use, and the pipeline.
     pipeline = model_parallel.Pipeline(model, devices, num_microbatches=4)
     outputs = pipeline(model, x, training=True)               # the model's own outputs
 
-
 Tensor parallelism (`TensorParallel`) is in `strategies/tensor_parallel.py`.
 
 Why explicit placement: on the TensorFlow backend `keras.distribution.ModelParallel`
@@ -134,8 +133,7 @@ def place(layer, device):
 
 
 def device_of(variable):
-    """A Keras variable's device, as `tf.config.list_logical_devices` names it
-    ("/device:CPU:1" -> "/job:localhost/replica:0/task:0/device:CPU:1")."""
+    """A Keras variable's device, in full: "/job:localhost/replica:0/task:0/device:CPU:1"."""
     return getattr(variable, "value", variable).device
 
 

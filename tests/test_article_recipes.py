@@ -123,7 +123,7 @@ def test_cnn_readme_command_reaches_96_percent_offline(tmp_path):
 
 @pytest.mark.slow
 def test_bert_pretraining_lowers_the_mlm_loss_and_fine_tuning_beats_the_baseline(tmp_path):
-    done = run_module("recipes.bert", f"--model_dir={tmp_path}", "--pretrain_epochs=2", "--epochs=5")
+    done = run_module("recipes.bert", f"--model_dir={tmp_path}", "--pretrain_epochs=1", "--epochs=4")
     assert done.returncode == 0, done.stderr[-3000:]
     written = json.load(open(tmp_path / "metrics.json"))
     assert written["mlm_loss_after"] < written["mlm_loss_before"] - 1.0

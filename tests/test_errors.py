@@ -409,3 +409,13 @@ def test_a_worker_that_never_starts_ends_the_wait_with_one_line(tmp_path):
     assert errors == [f"error: 127.0.0.1:{ports[1]} did not join the cluster within "
                       "--cluster_timeout_seconds=20; start every worker with the same --worker_hosts "
                       "(or TF_CONFIG), each with its own --task_index"]
+
+
+def test_a_setting_newer_than_the_checkpoints_is_not_compared(tmp_path):
+    """A run recorded before a setting existed (say, --tensor_parallel) resumes; a
+    setting both sides have must still match."""
+    (tmp_path / "checkpoints").mkdir()
+    run_dir.record_settings(str(tmp_path), {"recipe": "mnist", "batch_size": 32})
+    run_dir.check_settings(str(tmp_path), {"recipe": "mnist", "batch_size": 32, "tensor_parallel": 1})
+    with pytest.raises(RecipeError, match="--batch_size=32 there, 64 now"):
+        run_dir.check_settings(str(tmp_path), {"recipe": "mnist", "batch_size": 64, "tensor_parallel": 1})

@@ -183,3 +183,17 @@ def test_a_split_that_cannot_work_is_one_line(tmp_path, monkeypatch, capfd, args
                                   monkeypatch, capfd)
     assert_one_error_line(code, err, expected)
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_pipeline_may_resume_a_run_and_a_shard_count_may_not_change(tmp_path, monkeypatch, capfd):
+    args = ["--batch_size=64", "--seed=3", "--data_source=sample", "--steps_per_loop=5"]
+    _run(recipes.mnist, tmp_path, args + ["--train_steps=5"], monkeypatch, capfd)
+    out = _run(recipes.mnist, tmp_path, args + ["--train_steps=10", "--pipeline_stages=2",
+                                                "--num_microbatches=2"], monkeypatch, capfd)
+    assert "Resuming from step 5" in out
+    assert ("Resuming with changes that leave the result as it was: --pipeline_stages 1 -> 2, "
+            "--num_microbatches 1 -> 2.") in out
+    code, _, err = run_in_process(recipes.mnist, [f"--model_dir={tmp_path}", *args, "--train_steps=15",
+                                                  "--tensor_parallel=2"], monkeypatch, capfd)
+    assert_one_error_line(code, err, "--tensor_parallel=1 there, 2 now")

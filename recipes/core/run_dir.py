@@ -165,16 +165,19 @@ def check_settings(model_dir, settings):
     """
     recorded = _read_json(os.path.join(model_dir, "checkpoints", SETTINGS))
     if recorded is not None:
-        differing = [name for name in sorted(set(settings) | set(recorded))
-                     if name not in HARMLESS and settings.get(name) != recorded.get(name)]
+        # A setting only one side has (one added by a newer version of the package) is
+        # not compared: the run that recorded it had no such choice.
+        differing = [name for name in sorted(set(settings) & set(recorded))
+                     if name not in HARMLESS and settings[name] != recorded[name]]
         if differing:
             changes = "; ".join(f"{_flag(name)}={_show(recorded.get(name))} there, "
                                 f"{_show(settings.get(name))} now" for name in differing)
             raise RecipeError(
                 f"--model_dir={model_dir} holds a run trained with other settings ({changes}); "
                 "pass the same values to resume it, or a new --model_dir to train with these")
-        changed = [f"{_flag(name)} {_show(recorded.get(name))} -> {_show(settings.get(name))}"
-                   for name in HARMLESS if settings.get(name) != recorded.get(name)]
+        changed = [f"{_flag(name)} {_show(recorded[name])} -> {_show(settings[name])}"
+                   for name in HARMLESS if name in settings and name in recorded
+                   and settings[name] != recorded[name]]
         if changed:
             print(f"Resuming with changes that leave the result as it was: {', '.join(changed)}.")
 
