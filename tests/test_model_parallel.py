@@ -120,8 +120,9 @@ def test_tensor_parallel_shards_live_on_their_devices_and_gather_to_the_plain_mo
     model.build((None, 28, 28))
     x = np.random.RandomState(0).rand(8, 28, 28).astype("float32")
     expected = model(x).numpy()
-    whole_pairs = [(model_parallel.layer_stack(model)[c].kernel.shape, model_parallel.layer_stack(model)[r]
-                    .kernel.shape) for c, _, r in tensor_parallel.megatron_pairs(model_parallel.layer_stack(model))]
+    stack = model_parallel.layer_stack(model)
+    whole_pairs = [(stack[c].kernel.shape, stack[r].kernel.shape)
+                   for c, _, r in tensor_parallel.megatron_pairs(stack)]
     sharded = tensor_parallel.TensorParallel(model, DEVICES[:count], input_shape=(28, 28))
     optimizer = _adam(sharded.model)
     slots = _slots_by_variable(optimizer, sharded.model)

@@ -167,8 +167,8 @@ def check_settings(model_dir, settings):
     if recorded is not None:
         # A setting only one side has (one added by a newer version of the package) is
         # not compared: the run that recorded it had no such choice.
-        differing = [name for name in sorted(set(settings) & set(recorded))
-                     if name not in HARMLESS and settings[name] != recorded[name]]
+        both = sorted(set(settings) & set(recorded))
+        differing = [name for name in both if name not in HARMLESS and settings[name] != recorded[name]]
         if differing:
             changes = "; ".join(f"{_flag(name)}={_show(recorded.get(name))} there, "
                                 f"{_show(settings.get(name))} now" for name in differing)
@@ -176,8 +176,7 @@ def check_settings(model_dir, settings):
                 f"--model_dir={model_dir} holds a run trained with other settings ({changes}); "
                 "pass the same values to resume it, or a new --model_dir to train with these")
         changed = [f"{_flag(name)} {_show(recorded[name])} -> {_show(settings[name])}"
-                   for name in HARMLESS if name in settings and name in recorded
-                   and settings[name] != recorded[name]]
+                   for name in HARMLESS if name in both and settings[name] != recorded[name]]
         if changed:
             print(f"Resuming with changes that leave the result as it was: {', '.join(changed)}.")
 
