@@ -1,8 +1,8 @@
 r"""Steady-state training throughput of the package's loop against its peers, and
 against what the hardware can do.
 
-    python benchmarks/throughput.py                 # about 10 minutes on 2 CPU cores
-    python benchmarks/throughput.py --quick         # the MNIST net only, 1 round
+    python benchmarks/throughput.py                 # about 15 minutes on 2 CPU cores
+    python benchmarks/throughput.py --quick         # the MNIST net only, 1 round, no accuracy check
 
 Each configuration runs in a fresh process, where its candidates are timed in
 interleaved rounds (median of the rounds; warm-up and compilation left out):
@@ -10,40 +10,47 @@ interleaved rounds (median of the rounds; warm-up and compilation left out):
   * fit        the articles' `model.fit`: `compile()` at Keras' defaults;
   * fit_tuned  Keras' `fit` tuned: `jit_compile=True, steps_per_execution=100`;
   * torch      a hand-written PyTorch eager loop, when PyTorch is installed.
-The hardware's limit is a large XLA-compiled matmul in float32 and bfloat16;
-each configuration's achieved rate counts 6 x parameters FLOPs per example (the
-forward pass is 2 per weight, the backward pass 4).
+
+The hardware's limit is the best measured matmul rate (benchmarks/hardware.py: the
+best of XLA, TensorFlow's oneDNN, NumPy and PyTorch over sizes 1024-4096), printed
+beside the theoretical peak. A configuration's rate counts the matmul FLOPs of
+one training example from the model's layers: the forward pass, the weight
+gradients, and the input gradients of every layer but the first (no framework
+computes the gradient with respect to the images). A rate above 100% of the
+limit is a measuring error: the script says so and exits non-zero.
+
+The full run also trains the MNIST net (`python -m recipes.mnist`) for seeds 0-2
+in float32 and in mixed_float16 and compares their test accuracy.
 
 It writes benchmarks/results/<device>.json and, with matplotlib, a PNG plot.
 """
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 os.environ.setdefault("RECIPES_OFFLINE", "1")
 
 import strategies  # noqa: E402
 from recipes.core import entry  # noqa: E402
 
-# A recipe's process set-up (the BFC CPU allocator, quiet logs), then two logical
-# CPU devices, so that `mirrored` runs two real replicas on a CPU; both must happen
-# before TensorFlow starts. (The default strategy uses the first device, with the
-# same thread pools.)
+# A recipe's process set-up (the BFC CPU allocator, quiet logs), before TensorFlow
+# starts. A configuration's child process splits the CPU for `mirrored` only.
 entry.set_up_process()
-strategies.configure_cpu_devices(2)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+import hardware  # noqa: E402
 import models  # noqa: E402
-from recipes.core import data  # noqa: E402
+from recipes.core import data, optimization  # noqa: E402
 from recipes.core.step import Trainer  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -74,12 +81,26 @@ def _timed(run, batch_size, seconds):
     return measure
 
 
+def resolve(precision, strategy):
+    """A configuration's precision as a Keras policy: `auto` is what the recipes pick."""
+    if precision == "auto":
+        return strategies.fast_mixed_precision(strategy) or "float32"
+    return precision
+
+
+def _strategy(name):
+    # Two logical CPUs for `mirrored` only: a split CPU gives each device half the cores.
+    return strategies.get_strategy(name, num_cpu_devices=2 if name == "mirrored" else 1)
+
+
 def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", strategy="default"):
-    keras.mixed_precision.set_global_policy(precision)
-    strategy = strategies.get_strategy(strategy, num_cpu_devices=2)
+    strategy = _strategy(strategy)
+    keras.mixed_precision.set_global_policy(resolve(precision, strategy))
     with strategy.scope():
         model = _build(model_name)
         optimizer = keras.optimizers.Adam()
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            optimizer = optimization.LossScaleOptimizer(optimizer)
     trainer = Trainer(
         strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
         lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")], batch_size)
@@ -145,49 +166,18 @@ def torch_candidate(model_name, x, y, batch_size, seconds):
     return _timed(run, batch_size, seconds)
 
 
-def matmul_gflops(dtype, size=2048, repeats=8, rounds=3):
-    """The rate of an XLA-compiled chain of size x size matmuls, in GFLOP/s."""
-    a = tf.random.normal((size, size), dtype=tf.float32)
-    a = tf.cast(a / size ** 0.5, dtype)
-
-    @tf.function(jit_compile=True)
-    def chain(x):
-        for _ in range(repeats):
-            x = tf.matmul(x, a)
-        return x
-
-    chain(a).numpy()
-    rates = []
-    for _ in range(rounds):
-        tick = time.perf_counter()
-        chain(a).numpy()
-        rates.append(2 * size ** 3 * repeats / (time.perf_counter() - tick) / 1e9)
-    return max(rates)
-
-
-def device_name():
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    model = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-def configurations(quick, has_torch):
-    """(label, model, batch, precision, strategy, {candidate: factory args})."""
+def configurations(quick, has_torch, gpu=False):
+    """(model, batch, precision, strategy, {candidate: factory args})."""
     rows = []
     for model_name in ("mnist_dense",) if quick else ("mnist_dense", "bigmodel"):
-        for batch in (32, 256, 1024):
+        for batch in (32, 256, 1024) + ((4096,) if gpu else ()):
             candidates = {"loop": {}, "fit": {}, "fit_tuned": {"tuned": True}}
             if has_torch:
                 candidates["torch"] = {}
             rows.append((model_name, batch, "float32", "default", candidates))
-        rows.append((model_name, 1024, "mixed_bfloat16", "default", {"loop": {"precision": "mixed_bfloat16"}}))
+        for batch in (256, 1024, 4096) if gpu else (1024,):
+            precision = "auto" if gpu else "mixed_bfloat16"
+            rows.append((model_name, batch, precision, "default", {"loop": {"precision": precision}}))
         for batch in (256, 1024):
             rows.append((model_name, batch, "float32", "mirrored", {"loop": {"strategy": "mirrored"}}))
     return rows
@@ -198,8 +188,11 @@ FACTORIES = {"loop": loop_candidate, "fit": fit_candidate, "fit_tuned": fit_cand
 
 
 def measure_configuration(index, quick, rounds, seconds):
-    """Interleaved rounds of one configuration's candidates: {candidate: median ex/s}."""
-    model_name, batch, _, _, candidates = configurations(quick, _torch_version())[index]
+    """Interleaved rounds of one configuration's candidates: {candidate: median ex/s},
+    and the precision the loop ran in."""
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    model_name, batch, precision, strategy_name, candidates = configurations(
+        quick, _torch_version(), gpu)[index]
     mnist = data.load_mnist("sample")
     measures = {name: FACTORIES[name](model_name, mnist.x_train, mnist.y_train, batch, seconds, **kwargs)
                 for name, kwargs in candidates.items()}
@@ -207,19 +200,20 @@ def measure_configuration(index, quick, rounds, seconds):
     for _ in range(rounds):  # Interleaved, so drift in the machine hits every candidate.
         for name, measure in measures.items():
             rates[name].append(measure())
-    return {name: statistics.median(r) for name, r in rates.items()}
+    precision = resolve(precision, _strategy(strategy_name))
+    return {"precision": precision, "rates": {name: statistics.median(r) for name, r in rates.items()}}
 
 
-def _in_child(index, args):
-    """`measure_configuration` in a fresh Python process. Run one after another in one
-    process, later configurations ran up to 40% slower (left-over threads and traced
-    programs of the earlier ones), so each configuration gets a clean process."""
-    command = [sys.executable, os.path.abspath(__file__), "--configuration", str(index),
-               "--rounds", str(args.rounds), "--seconds", str(args.seconds)] + ["--quick"] * args.quick
+def _in_child(script, *args):
+    """A script's last line of output, as JSON, from a fresh Python process. Run one
+    after another in one process, later configurations ran up to 40% slower
+    (left-over threads and traced programs of the earlier ones), so each
+    configuration, and the matmul limit, gets a clean process; this one stays idle."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+                          env=env, capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"configuration {index} failed:\n{done.stderr[-3000:]}")
+        sys.exit(f"{script} {' '.join(args)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -232,9 +226,25 @@ def _torch_version():
     return torch.__version__
 
 
+def accuracy_check(seeds=(0, 1, 2)):
+    """`python -m recipes.mnist` (offline, 5 epochs) for each seed in float32 and in
+    mixed_float16: {precision: [test accuracy by seed]}."""
+    accuracy = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for precision in ("none", "mixed_float16"):
+            for seed in seeds:
+                model_dir = os.path.join(scratch, f"{precision}-{seed}")
+                subprocess.run([sys.executable, "-m", "recipes.mnist", f"--seed={seed}",
+                                f"--mixed_precision={precision}", f"--model_dir={model_dir}"],
+                               cwd=ROOT, check=True, capture_output=True)
+                with open(os.path.join(model_dir, "metrics.json")) as f:
+                    accuracy.setdefault(precision, []).append(json.load(f)["test_accuracy"])
+    return accuracy
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the MNIST net only, 1 round")
+    parser.add_argument("--quick", action="store_true", help="the MNIST net only, 1 round, no accuracy check")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
     parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/<device>.json)")
@@ -246,42 +256,59 @@ def main():
         print(json.dumps(measure_configuration(args.configuration, args.quick, args.rounds, args.seconds)))
         return
     torch_version = _torch_version()
-    rows = configurations(args.quick, torch_version)
-    device = device_name()
-    peaks = {"float32": matmul_gflops(tf.float32), "mixed_bfloat16": matmul_gflops(tf.bfloat16)}
-    print(f"{device}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+    gpu = bool(tf.config.list_physical_devices("GPU"))  # Lists devices; starts nothing.
+    rows = configurations(args.quick, torch_version, gpu)
+    machine = _in_child("hardware.py", "--json")
+    limits = machine["matmul_limit_gflops"]
+    print(f"{machine['device']}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
           f"PyTorch {torch_version or 'not installed'}")
-    print(f"matmul limit: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['mixed_bfloat16']:.0f} GFLOP/s")
+    print("\n".join(hardware.report(machine)))
     print(f"{'model':<12}{'batch':>6} {'precision':<15}{'strategy':<9}{'candidate':<10}"
-          f"{'ex/s':>9}{'GFLOP/s':>9}{'of peak':>8}{'loop/x':>8}")
+          f"{'ex/s':>9}{'GFLOP/s':>9}{'of limit':>9}{'loop/x':>8}")
 
     results = []
-    for index, (model_name, batch, precision, strategy_name, candidates) in enumerate(rows):
-        params = _build(model_name).count_params()
-        medians = _in_child(index, args)
+    for index, (model_name, batch, _, strategy_name, _) in enumerate(rows):
+        flops = hardware.training_flops(_build(model_name), (28, 28))
+        child = _in_child("throughput.py", "--configuration", str(index), "--rounds", str(args.rounds),
+                          "--seconds", str(args.seconds), *["--quick"] * args.quick)
+        medians = child["rates"]
         for name, rate in medians.items():
-            gflops = 6 * params * rate / 1e9
-            peak = peaks[precision if name == "loop" else "float32"]
-            row = dict(model=model_name, batch=batch, precision=precision if name == "loop" else "float32",
-                       strategy=strategy_name, candidate=name, examples_per_second=round(rate, 1),
-                       gflops=round(gflops, 1), fraction_of_peak=round(gflops / peak, 3),
+            precision = child["precision"] if name == "loop" else "float32"
+            gflops = flops * rate / 1e9
+            limit = limits["float32" if precision in ("float32", "float64") else "bfloat16"]
+            row = dict(model=model_name, batch=batch, precision=precision, strategy=strategy_name,
+                       candidate=name, examples_per_second=round(rate, 1), flops_per_example=flops,
+                       gflops=round(gflops, 1), fraction_of_limit=round(gflops / limit, 3),
                        loop_over_this=round(medians["loop"] / rate, 2))
             results.append(row)
-            print(f"{model_name:<12}{batch:>6} {row['precision']:<15}{strategy_name:<9}{name:<10}"
-                  f"{rate:>9,.0f}{gflops:>9.1f}{gflops / peak:>8.0%}{row['loop_over_this']:>7.2f}x", flush=True)
+            print(f"{model_name:<12}{batch:>6} {precision:<15}{strategy_name:<9}{name:<10}"
+                  f"{rate:>9,.0f}{gflops:>9.1f}{gflops / limit:>9.0%}{row['loop_over_this']:>7.2f}x", flush=True)
 
-    output = args.output or os.path.join(
-        RESULTS, ("gpu" if tf.config.list_physical_devices("GPU") else "cpu") + ".json")
+    accuracy = None if args.quick else accuracy_check()
+    if accuracy:
+        means = {precision: 100 * float(np.mean(values)) for precision, values in accuracy.items()}
+        print(f"MNIST net test accuracy, seeds 0-2: float32 {means['none']:.2f}%, mixed_float16 "
+              f"{means['mixed_float16']:.2f}% ({means['mixed_float16'] - means['none']:+.2f} points)")
+
+    output = args.output or os.path.join(RESULTS, ("gpu" if gpu else "cpu") + ".json")
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, "w") as f:
-        json.dump({"device": device, "tensorflow": tf.__version__, "keras": keras.__version__,
-                   "torch": torch_version, "matmul_gflops": peaks, "results": results}, f, indent=1)
+        json.dump({**machine, "tensorflow": tf.__version__, "keras": keras.__version__,
+                   "torch": torch_version, "results": results, "mnist_accuracy_by_seed": accuracy},
+                  f, indent=1)
     print(f"wrote {output}")
     plot(output)
+    over = [r for r in results if r["fraction_of_limit"] > 1]
+    if over:
+        sys.exit("measuring error: " + "; ".join(
+            f"{r['model']} batch {r['batch']} {r['candidate']} at {r['fraction_of_limit']:.0%}"
+            for r in over) + " of the measured limit; the limit or the FLOP count is wrong")
 
 
 def plot(path):
-    """A bar chart of examples/s by configuration, next to the JSON."""
+    """Achieved GFLOP/s, one panel per model, bars grouped by batch (and precision or
+    strategy) with one bar per candidate, and the measured limit and theoretical peak
+    as lines; next to the JSON."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -291,28 +318,38 @@ def plot(path):
         return
     with open(path) as f:
         run = json.load(f)
-    rows = run["results"]
-    labels = [f"{r['model']} b{r['batch']}\n{r['precision'].replace('mixed_', '')} {r['strategy']}"
-              for r in rows]
-    groups = list(dict.fromkeys(labels))
     colors = {"loop": "tab:blue", "fit": "tab:gray", "fit_tuned": "tab:orange", "torch": "tab:red"}
-    fig, ax = plt.subplots(figsize=(max(8, len(groups) * 0.9), 4.5))
-    width = 0.2
-    for offset, candidate in enumerate(colors):
-        xs = [groups.index(label) + (offset - 1.5) * width for label, r in zip(labels, rows)
-              if r["candidate"] == candidate]
-        ys = [r["examples_per_second"] for r in rows if r["candidate"] == candidate]
-        if xs:
-            ax.bar(xs, ys, width, label=candidate, color=colors[candidate])
-    ax.set_xticks(range(len(groups)), groups, fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("training examples / s")
-    ax.set_title(f"Training throughput on {run['device']}", fontsize=9)
-    ax.legend(fontsize=8)
+    model_names = list(dict.fromkeys(r["model"] for r in run["results"]))
+    fig, axes = plt.subplots(1, len(model_names), figsize=(6.5 * len(model_names), 4.2), squeeze=False)
+    limit = run["matmul_limit_gflops"]["float32"]
+    peak = run["theoretical_peak_gflops"]["float32"]
+    for ax, model_name in zip(axes[0], model_names):
+        rows = [r for r in run["results"] if r["model"] == model_name]
+        groups = list(dict.fromkeys(_group(r) for r in rows))
+        width = 0.8 / len(colors)
+        for offset, candidate in enumerate(colors):
+            mine = [r for r in rows if r["candidate"] == candidate]
+            ax.bar([groups.index(_group(r)) + (offset - (len(colors) - 1) / 2) * width for r in mine],
+                   [r["gflops"] for r in mine], width, label=candidate, color=colors[candidate])
+        ax.axhline(limit, color="black", label=f"measured limit {limit:.0f}")
+        if peak:
+            ax.axhline(peak, color="black", linestyle="--", label=f"theoretical peak {peak:.0f}")
+        ax.set_xticks(range(len(groups)), groups, fontsize=8)
+        ax.set_ylabel("training GFLOP/s (float32 matmul limit: solid line)")
+        ax.set_title({"mnist_dense": "MNIST net", "bigmodel": "BigModel"}.get(model_name, model_name))
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Training throughput on {run['device']}", fontsize=10)
     fig.tight_layout()
     png = os.path.splitext(path)[0] + ".png"
     fig.savefig(png, dpi=120)
     print(f"wrote {png}")
+
+
+def _group(row):
+    """A bar group's label: the batch, and what differs from the float32 default."""
+    extra = [row["precision"].replace("mixed_", "")] if row["precision"] != "float32" else []
+    extra += [row["strategy"]] if row["strategy"] != "default" else []
+    return "\n".join([f"batch {row['batch']}"] + extra)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 never a bare TypeError from deep inside Keras or a silently rounded width."""
 import numbers
 
+import keras
+
 
 def widths(name, values):
     """A non-empty list of positive whole numbers, as a tuple of ints."""
@@ -36,3 +38,11 @@ def _whole(value):
 
 def _positive_int(value):
     return _whole(value) and value > 0
+
+
+def head_dtype():
+    """The dtype of an output layer (softmax or sigmoid): the Keras policy's variable
+    dtype, so float32 under a mixed policy, as Keras' mixed-precision guide advises.
+    A float16 softmax rounds probabilities near 1 to 11 bits, and the loss's
+    gradient with them; the head is a small share of the work."""
+    return keras.mixed_precision.global_policy().variable_dtype

@@ -126,7 +126,8 @@ class BertPretrainer(_WithEncoder):
         super().__init__(encoder, **kwargs)
         self.transform = keras.layers.Dense(self.encoder.hidden_size, activation="gelu", name="mlm_transform")
         self.transform_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="mlm_norm")
-        self.vocabulary = keras.layers.Dense(self.encoder.vocab_size, activation="softmax", name="mlm_output")
+        self.vocabulary = keras.layers.Dense(self.encoder.vocab_size, activation="softmax", name="mlm_output",
+                                             dtype=_checks.head_dtype())
 
     def build(self, input_shape):
         if self.built:
@@ -156,7 +157,8 @@ class BertClassifier(_WithEncoder):
         self.num_classes = num_classes
         self.dropout_rate = dropout_rate
         self.dropout = keras.layers.Dropout(dropout_rate)
-        self.head = keras.layers.Dense(num_classes, activation="softmax", name="classifier")
+        self.head = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
+                                       dtype=_checks.head_dtype())
 
     def build(self, input_shape):
         if self.built:

@@ -46,7 +46,7 @@ class BigModel(keras.Model):
         self.head = keras.layers.Dense(
             1 if num_classes == 1 else num_classes,
             activation="sigmoid" if num_classes == 1 else "softmax",
-            kernel_regularizer=regularizer, name="head")
+            kernel_regularizer=regularizer, name="head", dtype=_checks.head_dtype())
 
     def build(self, input_shape):
         shape = self.flatten.compute_output_shape(input_shape)

@@ -29,5 +29,5 @@ def cnn(input_shape=(28, 28, 1), num_classes=10, filters=(32, 64), dense_units=1
                    keras.layers.MaxPooling2D(2)]
     layers += [keras.layers.Flatten(),
                keras.layers.Dense(dense_units, activation="relu"),
-               keras.layers.Dense(num_classes, activation="softmax")]
+               keras.layers.Dense(num_classes, activation="softmax", dtype=_checks.head_dtype())]
     return keras.Sequential(layers, name=name)

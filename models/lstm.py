@@ -29,5 +29,5 @@ def lstm_classifier(input_shape=(28, 28), units=128, num_classes=10, name="lstm_
     return keras.Sequential([
         keras.Input(shape=input_shape),
         keras.layers.LSTM(units),
-        keras.layers.Dense(num_classes, activation="softmax"),
+        keras.layers.Dense(num_classes, activation="softmax", dtype=_checks.head_dtype()),
     ], name=name)

@@ -17,5 +17,5 @@ def two_layer_mlp(input_shape=(28, 28), hidden_units=512, num_classes=10, name="
         keras.Input(shape=tuple(input_shape)),
         keras.layers.Flatten(),
         keras.layers.Dense(hidden_units, activation="relu", name="fc1"),
-        keras.layers.Dense(num_classes, activation="softmax", name="fc2"),
+        keras.layers.Dense(num_classes, activation="softmax", name="fc2", dtype=_checks.head_dtype()),
     ], name=name)

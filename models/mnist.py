@@ -41,5 +41,6 @@ def mnist_dense(
                                          kernel_regularizer=regularizer))
         if dropout_rate:
             layers.append(keras.layers.Dropout(dropout_rate))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer))
+    layers.append(keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer,
+                                     dtype=_checks.head_dtype()))
     return keras.Sequential(layers, name=name)

@@ -41,6 +41,12 @@ def configure_cpu_devices(num_cpu_devices):
     This lets a CPU-only machine run a real multi-replica MirroredStrategy. The
     split must happen before TensorFlow initializes its devices (before the
     first op); after that, asking for no more devices than exist is fine.
+
+    Each logical device then computes with its share of the cores: a kernel (an
+    XLA program included) gets `cores // num_cpu_devices` threads, at least one,
+    unless the intra-op thread count was set already. The devices' kernels run at
+    the same time, and each asking for every core made two replicas' steps on 2
+    cores take 41 ms instead of 28 (MNIST net, batch 256).
     """
     if not 1 <= num_cpu_devices <= MAX_CPU_DEVICES:
         raise ValueError(f"--num_cpu_devices must be in [1, {MAX_CPU_DEVICES}]; received "
@@ -52,6 +58,9 @@ def configure_cpu_devices(num_cpu_devices):
     try:
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+        if not tf.config.threading.get_intra_op_parallelism_threads():
+            tf.config.threading.set_intra_op_parallelism_threads(
+                max(1, (os.cpu_count() or 1) // num_cpu_devices))
     except RuntimeError:  # TensorFlow is already initialized.
         raise ValueError(
             f"cannot split the CPU into {num_cpu_devices} devices: TensorFlow already "
@@ -218,9 +227,12 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
         return tf.distribute.get_strategy()
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else cpus[0])
+    # Logical CPUs share one memory: adding the replicas' gradients on one of them and
+    # copying the sum back beats TF's default there, a collective all-reduce (MNIST
+    # net, batch 256, 2 CPUs: 35 against 41 ms a step without the update).
     cross_device_ops = {"nccl": tf.distribute.NcclAllReduce,
                         "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
-                        }.get(all_reduce_alg, lambda: None)()
+                        }.get(all_reduce_alg, lambda: None if gpus else tf.distribute.ReductionToOneDevice())()
     return tf.distribute.MirroredStrategy(devices=gpus or cpus, cross_device_ops=cross_device_ops)
 
 
@@ -297,20 +309,30 @@ def _tpu_strategy(tpu):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def bfloat16_is_fast(strategy):
-    """Whether `strategy`'s devices compute in bfloat16 natively: TPUs, and GPUs of
-    compute capability 8.0 (Ampere) or newer. CPUs here emulate much of it."""
+def fast_mixed_precision(strategy):
+    """The Keras mixed-precision policy that `strategy`'s devices compute fastest, or
+    None for float32: `mixed_bfloat16` on TPUs and on GPUs of compute capability 8.0
+    (Ampere) or newer, where bfloat16 is native; `mixed_float16` on 7.x GPUs (V100,
+    T4), whose tensor cores take float16 but not bfloat16; None on CPUs, which
+    emulate much of both, and on older GPUs."""
     if name_of(strategy) == "tpu":
-        return True
+        return "mixed_bfloat16"
     gpus = tf.config.list_physical_devices("GPU")
     try:
         devices = strategy.extended.worker_devices
     except RuntimeError:  # The default strategy: ops go to the first GPU when there is one.
         devices = ["GPU"]
     if not gpus or not all("GPU" in d.upper() for d in devices):
-        return False
-    capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-    return tuple(capability) >= (8, 0)
+        return None
+    details = tf.config.experimental.get_device_details(gpus[0])
+    return mixed_precision_for_capability(tuple(details.get("compute_capability", (0, 0))))
+
+
+def mixed_precision_for_capability(capability):
+    """`fast_mixed_precision` for a GPU of this compute capability, e.g. (7, 5)."""
+    if capability >= (8, 0):
+        return "mixed_bfloat16"
+    return "mixed_float16" if capability >= (7, 0) else None
 
 
 def steps_per_loop(strategy):

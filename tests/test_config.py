@@ -34,7 +34,8 @@ def test_the_config_is_frozen():
     ({"dropout_rate": 1.0}, "--dropout_rate must be in [0, 1)"),
     ({"epochs": 0}, "--epochs must be at least 1; received 0"),
     ({"steps_per_loop": 0}, "--steps_per_loop must be at least 1"),
-    ({"mixed_precision": "float16"}, "unknown --mixed_precision=float16; choose one of: auto, none, mixed_bfloat16"),
+    ({"mixed_precision": "float16"},
+     "unknown --mixed_precision=float16; choose one of: auto, none, mixed_bfloat16, mixed_float16"),
 ])
 def test_a_value_that_cannot_work_is_refused_when_the_config_is_built(values, message):
     with pytest.raises(RecipeError) as error:

@@ -56,7 +56,7 @@ BAD_INPUTS = [
     ("mnist", ["--batch_size=1e9"], "flag --batch_size=1e9", None),
     ("mnist", ["--strategy=horovod"], "one of <auto|default|one_device|mirrored|multi_worker|tpu>", None),
     ("mnist", ["--jit_compile=maybe"], "flag --jit_compile=maybe", None),
-    ("mnist", ["--mixed_precision=float16"], "one of <auto|none|mixed_bfloat16|float64>", None),
+    ("mnist", ["--mixed_precision=float16"], "one of <auto|none|mixed_bfloat16|mixed_float16|float64>", None),
     ("mnist", ["--optimizer=adagrad"], "flag --optimizer=adagrad", None),
     ("mnist", ["--learning_rate=fast"], "flag --learning_rate=fast", None),
     ("bigmodel", ["--task=cifar"], "flag --task=cifar", None),

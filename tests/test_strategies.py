@@ -173,5 +173,10 @@ def test_multi_worker_all_reduce_maps_to_collective_implementations():
         strategies._collective_options("hierarchical_copy", -1)
 
 
-def test_bfloat16_counts_as_fast_only_on_tpus_and_recent_gpus():
-    assert not strategies.bfloat16_is_fast(strategies.get_strategy("default"))  # This CPU.
+def test_mixed_precision_is_picked_by_what_the_devices_compute_natively():
+    assert strategies.fast_mixed_precision(strategies.get_strategy("default")) is None  # This CPU.
+    assert strategies.mixed_precision_for_capability((9, 0)) == "mixed_bfloat16"  # H100
+    assert strategies.mixed_precision_for_capability((8, 0)) == "mixed_bfloat16"  # A100
+    assert strategies.mixed_precision_for_capability((7, 5)) == "mixed_float16"  # T4
+    assert strategies.mixed_precision_for_capability((7, 0)) == "mixed_float16"  # V100
+    assert strategies.mixed_precision_for_capability((6, 0)) is None  # P100

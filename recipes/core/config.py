@@ -13,7 +13,7 @@ from recipes.core.errors import RecipeError
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 SCHEDULES = ("constant", "exponential", "cosine", "linear", "step")
-PRECISIONS = ("auto", "none", "mixed_bfloat16", "float64")
+PRECISIONS = ("auto", "none", "mixed_bfloat16", "mixed_float16", "float64")
 CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
 BALANCES = ("flops", "params")  # What pipeline stages balance (strategies.model_parallel).
 

@@ -76,7 +76,8 @@ flags.DEFINE_bool("jit_compile", DEFAULTS["jit_compile"],
 flags.DEFINE_enum(
     "mixed_precision", DEFAULTS["mixed_precision"], config_lib.PRECISIONS,
     "Keras mixed-precision policy; variables and losses stay float32. auto: mixed_bfloat16 "
-    "on TPUs and Ampere-or-newer GPUs, where bfloat16 is native; none elsewhere.")
+    "on TPUs and Ampere-or-newer GPUs, where bfloat16 is native; mixed_float16 (with dynamic "
+    "loss scaling) on compute-capability 7.x GPUs such as the T4 and V100; none elsewhere.")
 flags.DEFINE_bool(
     "profile", DEFAULTS["profile"],
     "Write a TensorBoard profiler trace of one training loop (the second, after "

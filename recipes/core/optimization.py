@@ -37,6 +37,21 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
         return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["warmup_steps"])
 
 
+@keras.saving.register_keras_serializable(package="recipes")
+class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling for float16, with one change: a step skipped for
+    inf or NaN gradients still counts in `iterations`, as it did in Keras 2.
+
+    Keras 3 leaves `iterations` where it was on a skipped step, but the training
+    loop counts steps as it runs them and resumes from `iterations`; without this,
+    a run resumed after an overflow would repeat a batch and end a step late.
+    """
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.iterations.assign_add(1)
+
+
 def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup_steps=0):
     """The learning rate as a function of the step, or a float for `constant`.
 
@@ -71,7 +86,9 @@ def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0
 
 
 def make_optimizer(config):
-    """The Keras optimizer a `TrainConfig` asks for, with its schedule and clipping.
+    """The Keras optimizer a `TrainConfig` asks for, with its schedule and clipping,
+    and dynamic loss scaling (`LossScaleOptimizer`) when the Keras policy is
+    `mixed_float16`, whose small gradients would otherwise underflow to zero.
 
     Create it under `strategy.scope()`. Clipping is Keras' own; the training
     loop sums the replicas' gradients before the optimizer sees them, so the
@@ -87,4 +104,7 @@ def make_optimizer(config):
     optimizer_class = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
                        "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW,
                        }[config.optimizer]
-    return optimizer_class(learning_rate=learning_rate, **options)
+    optimizer = optimizer_class(learning_rate=learning_rate, **options)
+    if keras.mixed_precision.global_policy().name == "mixed_float16":
+        optimizer = LossScaleOptimizer(optimizer)
+    return optimizer

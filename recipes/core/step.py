@@ -20,8 +20,11 @@ an objective that keeps state of its own):
 Whatever an `Objective` returns, the step keeps the global-batch loss scaling,
 so N replicas take the same step as one device.
 """
+import contextlib
+
 import keras
 import tensorflow as tf
+from keras.src.optimizers.base_optimizer import BaseOptimizer
 
 
 class Objective:
@@ -87,12 +90,35 @@ def _xla_can_update_variables(strategy):
 
     Under MirroredStrategy a replica updates mirrored variables through
     merge_call, which TF can leave out of XLA clusters only when every device is
-    a GPU. Elsewhere just the forward and backward passes are compiled.
+    a GPU. Elsewhere the forward and backward passes are one compiled program and
+    the update, run per device (`Trainer._update_one_device`), another.
     """
     if isinstance(strategy, (tf.distribute.MirroredStrategy,
                              tf.distribute.MultiWorkerMirroredStrategy)):
         return all("GPU" in device.upper() for device in strategy.extended.worker_devices)
     return True
+
+
+@contextlib.contextmanager
+def _updates_one_device(optimizer):
+    """Makes `optimizer.apply` update the variables it is given as they read, with no
+    tf.distribute calls of its own, for as long as the block runs.
+
+    Keras' TensorFlow optimizer hands each variable to `strategy.extended.update`
+    (one merge_call and one update per variable and device). Inside an update for
+    one device, where every mirrored variable reads and writes that device's copy,
+    that would start another update over every device; the backend-independent
+    versions of the two methods are what one device needs. (Private Keras methods:
+    tests/test_mixed_precision.py fails if they change.)
+    """
+    methods = ("_backend_update_step", "_apply_weight_decay")
+    for name in methods:
+        setattr(optimizer, name, getattr(BaseOptimizer, name).__get__(optimizer))
+    try:
+        yield
+    finally:
+        for name in methods:
+            delattr(optimizer, name)
 
 
 class Trainer:
@@ -137,13 +163,17 @@ class Trainer:
             self.train_metrics = (train_metrics_fn or metrics_fn)()
             self.eval_loss = keras.metrics.Mean("loss")
             self.eval_metrics = metrics_fn()
-        sum_gradients_before_clipping(optimizer)
+        # A LossScaleOptimizer's inner optimizer is the one that clips and sums.
+        sum_gradients_before_clipping(getattr(optimizer, "inner_optimizer", optimizer))
 
         self._update = self._update_fn
+        self._device_updates = None
         if jit_compile and _xla_can_update_variables(strategy):
             self._update = tf.function(self._update_fn, jit_compile=True)
         elif jit_compile:
             self._gradients = tf.function(self._gradients, jit_compile=True)
+            if not hasattr(optimizer, "inner_optimizer"):  # Not a LossScaleOptimizer.
+                self._device_updates = {}  # One compiled update per device; see _update_fn.
         self.train_loop = tf.function(self._train_loop)
         self._eval_loop = tf.function(self._eval_loop)
 
@@ -160,6 +190,9 @@ class Trainer:
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(
                     tf.add_n(self.model.losses)) / self.accum_steps
+            # A LossScaleOptimizer multiplies the loss so that float16 gradients do not
+            # underflow; its apply_gradients divides them back (others return it as is).
+            loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, self.model.trainable_variables)
         return gradients, per_example_loss, predictions
 
@@ -190,11 +223,27 @@ class Trainer:
         # Sum over the replicas (the optimizer's own all-reduce is off; see
         # sum_gradients_before_clipping).
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
-        self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        if self._device_updates is None:
+            self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+        else:
+            # Every replica holds the same summed gradients: one update call runs the
+            # whole optimizer step on each device, XLA-compiled, on that device's copies,
+            # instead of a merge_call and a few element-wise kernels per variable.
+            context.merge_call(lambda strategy: strategy.extended.update(
+                self.model.trainable_variables[0].value, self._update_one_device, args=(gradients,)))
         if type(self.objective).after_update is not Objective.after_update:
             # In cross-replica context, so that an assignment reaches every replica.
             context.merge_call(lambda _: self.objective.after_update(self.model))
         return per_example_loss, predictions
+
+    def _update_one_device(self, variable, gradients):
+        if variable.device not in self._device_updates:  # Traced with this device's copies.
+            self._device_updates[variable.device] = tf.function(self._apply, jit_compile=True)
+        self._device_updates[variable.device](gradients)
+
+    def _apply(self, gradients):
+        with _updates_one_device(self.optimizer):
+            self.optimizer.apply(gradients, self.model.trainable_variables)
 
     def _train_step(self, x, y):
         per_example_loss, predictions = self._update(x, y)

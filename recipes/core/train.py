@@ -24,7 +24,7 @@ from recipes.core.errors import RecipeError, first_line
 
 def set_up_run(config, strategy=None):
     """Seeds Python, NumPy and TensorFlow, and sets the Keras precision policy
-    (`auto`: bfloat16 where `strategy`'s devices compute it natively).
+    (`auto`: bfloat16 or float16 where `strategy`'s devices compute it natively).
 
     Call it after creating the strategy and before building the model.
     """
@@ -35,8 +35,7 @@ def set_up_run(config, strategy=None):
 def _precision(config, strategy):
     if config.mixed_precision != "auto":
         return "float32" if config.mixed_precision == "none" else config.mixed_precision
-    fast = strategies.bfloat16_is_fast(strategy or tf.distribute.get_strategy())
-    return "mixed_bfloat16" if fast else "float32"
+    return strategies.fast_mixed_precision(strategy or tf.distribute.get_strategy()) or "float32"
 
 
 def train_model(config, strategy, dataset, build_model, *, metrics_fn, preprocess, recipe,

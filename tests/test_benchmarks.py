@@ -1,0 +1,39 @@
+"""The benchmarks' denominators: FLOPs counted from the model, the CPU's theoretical
+peak from its facts, and a matmul limit taken over every kernel (no timing asserted)."""
+import keras
+import pytest
+
+import models
+from benchmarks import hardware
+
+
+def test_training_flops_are_counted_from_the_layers_without_the_input_gradient():
+    forward = 2 * (784 * 1024 + 1024 * 1024 + 1024 * 10)
+    first_input_gradient = 2 * 784 * 1024
+    assert hardware.training_flops(models.mnist_dense(), (28, 28)) == 3 * forward - first_input_gradient
+    assert hardware.training_flops(models.mnist_dense(), (28, 28)) == 9_564_160  # 6 x params: 11,182,140
+    big = models.BigModel(num_classes=10)
+    big.build((None, 28, 28))
+    widths = [784, 256, 128, 64, 32, 16, 8, 10]
+    forward = 2 * sum(a * b for a, b in zip(widths, widths[1:]))
+    assert hardware.training_flops(big, (28, 28)) == 3 * forward - 2 * 784 * 256
+
+
+@pytest.mark.parametrize("flags, model, peak, how", [
+    ("fpu avx2 fma avx512f", "Intel(R) Xeon(R) Processor @ 2.50GHz", 320.0, "16 float32 lanes (AVX-512)"),
+    ("fpu avx2 fma", "AMD EPYC 7B12", 2 * 2.25 * 8 * 2 * 2, "the current clock (cpu MHz)"),
+])
+def test_the_theoretical_peak_comes_from_cores_lanes_fma_and_clock(monkeypatch, flags, model, peak, how):
+    monkeypatch.setattr(hardware, "_cpuinfo", lambda: {"flags": flags, "model name": model, "cpu MHz": "2250.000"})
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 2)
+    float32, bfloat16, explanation = hardware.cpu_peak()
+    assert float32 == pytest.approx(peak) and bfloat16 == float32
+    assert how in explanation and "assumed" in explanation
+
+
+def test_the_limit_is_the_best_kernel_at_the_best_size():
+    best, rates = hardware.matmul_limit("float32", sizes=(64, 128), seconds=0.01)
+    assert {"xla", "tensorflow", "numpy"} <= set(rates)
+    assert all(set(by_size) == {64, 128} and min(by_size.values()) > 0 for by_size in rates.values())
+    assert best == max(rate for by_size in rates.values() for rate in by_size.values())
+    keras.backend.clear_session()
