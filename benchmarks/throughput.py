@@ -13,11 +13,12 @@ interleaved rounds (median of the rounds; warm-up and compilation left out):
 
 The hardware's limit is the best measured matmul rate (benchmarks/hardware.py: the
 best of XLA, TensorFlow's oneDNN, NumPy and PyTorch over sizes 1024-4096), printed
-beside the theoretical peak. A configuration's rate counts the matmul FLOPs of
-one training example from the model's layers: the forward pass, the weight
-gradients, and the input gradients of every layer but the first (no framework
-computes the gradient with respect to the images). A rate above 100% of the
-limit is a measuring error: the script says so and exits non-zero.
+beside the theoretical peak (MFU: the share of that peak reached). A
+configuration's rate counts the matmul FLOPs of one training example from the
+model's layers: the forward pass, the weight gradients, and the input gradients
+of every layer but the first (no framework computes the gradient with respect to
+the images). A rate above 100% of the limit is a measuring error: the script says
+so and exits non-zero.
 
 The full run also trains the MNIST net (`python -m recipes.mnist`) for seeds 0-2
 in float32 and in mixed_float16 and compares their test accuracy.
@@ -264,7 +265,7 @@ def main():
           f"PyTorch {torch_version or 'not installed'}")
     print("\n".join(hardware.report(machine)))
     print(f"{'model':<12}{'batch':>6} {'precision':<15}{'strategy':<9}{'candidate':<10}"
-          f"{'ex/s':>9}{'GFLOP/s':>9}{'of limit':>9}{'loop/x':>8}")
+          f"{'ex/s':>9}{'GFLOP/s':>9}{'of limit':>9}{'MFU':>6}{'loop/x':>8}")
 
     results = []
     for index, (model_name, batch, _, strategy_name, _) in enumerate(rows):
@@ -275,14 +276,17 @@ def main():
         for name, rate in medians.items():
             precision = child["precision"] if name == "loop" else "float32"
             gflops = flops * rate / 1e9
-            limit = limits["float32" if precision in ("float32", "float64") else "bfloat16"]
+            kind = "float32" if precision in ("float32", "float64") else "bfloat16"  # float16: as bfloat16.
+            limit, peak = limits[kind], machine["theoretical_peak_gflops"][kind]
             row = dict(model=model_name, batch=batch, precision=precision, strategy=strategy_name,
                        candidate=name, examples_per_second=round(rate, 1), flops_per_example=flops,
                        gflops=round(gflops, 1), fraction_of_limit=round(gflops / limit, 3),
+                       mfu=round(gflops / peak, 3) if peak else None,  # Of the theoretical peak.
                        loop_over_this=round(medians["loop"] / rate, 2))
             results.append(row)
             print(f"{model_name:<12}{batch:>6} {precision:<15}{strategy_name:<9}{name:<10}"
-                  f"{rate:>9,.0f}{gflops:>9.1f}{gflops / limit:>9.0%}{row['loop_over_this']:>7.2f}x", flush=True)
+                  f"{rate:>9,.0f}{gflops:>9.1f}{gflops / limit:>9.0%}{row['mfu'] or 0:>6.0%}"
+                  f"{row['loop_over_this']:>7.2f}x", flush=True)
 
     accuracy = None if args.quick else accuracy_check()
     if accuracy:
