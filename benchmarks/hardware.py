@@ -145,7 +145,7 @@ def cpu_peak():
 def gpu_peak(name):
     """A GPU's datasheet float32 and bfloat16 peaks in GFLOP/s, by its name."""
     for key, (float32, half) in GPU_PEAKS.items():
-        if key in name.upper():
+        if re.search(rf"\b{key}\b", name.upper()):  # "L4" is not the "L40S".
             return float32 * 1000, half * 1000, f"NVIDIA's datasheet for the {key} (dense)"
     return None, None, f"no datasheet figures for {name}"
 

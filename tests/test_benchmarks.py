@@ -37,3 +37,9 @@ def test_the_limit_is_the_best_kernel_at_the_best_size():
     assert all(set(by_size) == {64, 128} and min(by_size.values()) > 0 for by_size in rates.values())
     assert best == max(rate for by_size in rates.values() for rate in by_size.values())
     keras.backend.clear_session()
+
+
+def test_a_gpu_peak_is_looked_up_by_its_model_name():
+    assert hardware.gpu_peak("Tesla T4")[:2] == (8100.0, 65000)
+    assert hardware.gpu_peak("NVIDIA A100-SXM4-80GB")[:2] == (19500.0, 312000)
+    assert hardware.gpu_peak("NVIDIA L40S")[:2] == (None, None)  # Not the L4's.
