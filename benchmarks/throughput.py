@@ -51,7 +51,7 @@ import tensorflow as tf  # noqa: E402
 
 import hardware  # noqa: E402
 import models  # noqa: E402
-from recipes.core import data, optimization  # noqa: E402
+from recipes.core import data, optimization, train  # noqa: E402
 from recipes.core.step import Trainer  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -82,13 +82,6 @@ def _timed(run, batch_size, seconds):
     return measure
 
 
-def resolve(precision, strategy):
-    """A configuration's precision as a Keras policy: `auto` is what the recipes pick."""
-    if precision == "auto":
-        return strategies.fast_mixed_precision(strategy) or "float32"
-    return precision
-
-
 def _strategy(name):
     # Two logical CPUs for `mirrored` only: a split CPU gives each device half the cores.
     return strategies.get_strategy(name, num_cpu_devices=2 if name == "mirrored" else 1)
@@ -96,12 +89,10 @@ def _strategy(name):
 
 def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", strategy="default"):
     strategy = _strategy(strategy)
-    keras.mixed_precision.set_global_policy(resolve(precision, strategy))
+    keras.mixed_precision.set_global_policy(train.precision_policy(precision, strategy))
     with strategy.scope():
         model = _build(model_name)
-        optimizer = keras.optimizers.Adam()
-        if keras.mixed_precision.global_policy().name == "mixed_float16":
-            optimizer = optimization.LossScaleOptimizer(optimizer)
+        optimizer = optimization.with_loss_scaling(keras.optimizers.Adam())
     trainer = Trainer(
         strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
         lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")], batch_size)
@@ -201,7 +192,7 @@ def measure_configuration(index, quick, rounds, seconds):
     for _ in range(rounds):  # Interleaved, so drift in the machine hits every candidate.
         for name, measure in measures.items():
             rates[name].append(measure())
-    precision = resolve(precision, _strategy(strategy_name))
+    precision = train.precision_policy(precision, _strategy(strategy_name))
     return {"precision": precision, "rates": {name: statistics.median(r) for name, r in rates.items()}}
 
 

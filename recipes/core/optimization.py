@@ -104,7 +104,12 @@ def make_optimizer(config):
     optimizer_class = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
                        "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW,
                        }[config.optimizer]
-    optimizer = optimizer_class(learning_rate=learning_rate, **options)
+    return with_loss_scaling(optimizer_class(learning_rate=learning_rate, **options))
+
+
+def with_loss_scaling(optimizer):
+    """`optimizer` in a `LossScaleOptimizer` when the Keras policy is `mixed_float16`,
+    as it is; create it under `strategy.scope()`."""
     if keras.mixed_precision.global_policy().name == "mixed_float16":
-        optimizer = LossScaleOptimizer(optimizer)
+        return LossScaleOptimizer(optimizer)
     return optimizer

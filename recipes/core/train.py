@@ -29,12 +29,13 @@ def set_up_run(config, strategy=None):
     Call it after creating the strategy and before building the model.
     """
     keras.utils.set_random_seed(config.seed)
-    keras.mixed_precision.set_global_policy(_precision(config, strategy))
+    keras.mixed_precision.set_global_policy(precision_policy(config.mixed_precision, strategy))
 
 
-def _precision(config, strategy):
-    if config.mixed_precision != "auto":
-        return "float32" if config.mixed_precision == "none" else config.mixed_precision
+def precision_policy(mixed_precision, strategy=None):
+    """The Keras policy a `--mixed_precision` value means under `strategy`."""
+    if mixed_precision != "auto":
+        return "float32" if mixed_precision == "none" else mixed_precision
     return strategies.fast_mixed_precision(strategy or tf.distribute.get_strategy()) or "float32"
 
 
