@@ -20,7 +20,6 @@ import sys
 import time
 
 import numpy as np
-import tensorflow as tf
 
 SIZES = (1024, 2048, 4096)
 # Dense (not sparse) tensor-core peaks from NVIDIA's datasheets, in TFLOP/s:
@@ -45,6 +44,8 @@ def _best_rate(call, flops, seconds):
 
 def _kernels(dtype):
     """{name: make(size) -> call} for the kernels that compute `dtype` here."""
+    import tensorflow as tf  # Here, so that keras_on_gpu.py can import this module without it.
+
     tf_dtype = tf.as_dtype(dtype)
 
     def tf_operands(size):
@@ -162,6 +163,8 @@ def training_flops(model, input_shape):
 
 
 def device_name():
+    import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
@@ -171,6 +174,8 @@ def device_name():
 
 def describe(seconds=1.0):
     """The limit, the peak and every measured rate, as a dict."""
+    import tensorflow as tf
+
     name = device_name()
     float32_peak, bfloat16_peak, how = (
         gpu_peak(name) if tf.config.list_physical_devices("GPU") else cpu_peak())

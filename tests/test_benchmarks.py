@@ -1,5 +1,8 @@
 """The benchmarks' denominators: FLOPs counted from the model, the CPU's theoretical
-peak from its facts, and a matmul limit taken over every kernel (no timing asserted)."""
+peak from its facts, and a matmul limit taken over every kernel; and that the GPU probe
+and the step bound count the same FLOPs as the suite (no timing asserted)."""
+import os
+
 import keras
 import pytest
 
@@ -43,3 +46,25 @@ def test_a_gpu_peak_is_looked_up_by_its_model_name():
     assert hardware.gpu_peak("Tesla T4")[:2] == (8100.0, 65000)
     assert hardware.gpu_peak("NVIDIA A100-SXM4-80GB")[:2] == (19500.0, 312000)
     assert hardware.gpu_peak("NVIDIA L40S")[:2] == (None, None)  # Not the L4's.
+
+
+def test_the_gpu_probe_counts_the_same_flops():
+    from benchmarks import keras_on_gpu
+
+    counted = {}
+    for name, build in keras_on_gpu.BUILD.items():
+        model = build()
+        model.build((None, 28, 28))
+        counted[name] = hardware.training_flops(model, (28, 28))
+    assert keras_on_gpu.FLOPS_PER_EXAMPLE == counted
+    assert os.environ.get("KERAS_BACKEND") != "jax"  # Importing it changes nothing here.
+
+
+def test_the_step_bound_times_every_large_matmul_of_the_step():
+    from benchmarks import step_bound
+
+    batch = 32
+    timed = sum(step_bound.dot_flops(a, b, transpose_b)
+                for a, b, _, transpose_b in step_bound.dots(batch).values())
+    last_layer = 3 * 2 * 1024 * 10  # Forward, weight and input gradients of the 10-wide layer, left out.
+    assert timed + last_layer * batch == hardware.training_flops(models.mnist_dense(), (28, 28)) * batch
