@@ -33,14 +33,11 @@ sys.path.insert(0, ROOT)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import models  # noqa: E402
-from benchmarks import hardware  # noqa: E402
+from benchmarks import benchmarked, hardware  # noqa: E402
 
 # hardware.training_flops(model, (28, 28)) per example; tests/test_benchmarks.py checks
 # these against it (it needs TensorFlow, which the GPU machine lacks).
 FLOPS_PER_EXAMPLE = {"mnist_dense": 9_564_160, "bigmodel": 1_065_184}
-BUILD = {"mnist_dense": models.mnist_dense, "bigmodel": lambda: models.BigModel(num_classes=10)}
-WIDTHS = {"mnist_dense": [784, 1024, 1024, 10], "bigmodel": [784, 256, 128, 64, 32, 16, 8, 10]}
 
 
 def _digits(path):
@@ -53,8 +50,7 @@ def _digits(path):
 
 def keras_rate(name, x, y, batch, precision, seconds):
     keras.mixed_precision.set_global_policy(precision)
-    model = BUILD[name]()
-    model.build((None, 28, 28))
+    model = benchmarked.build(name)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   jit_compile=True, steps_per_execution=50)
     keras.mixed_precision.set_global_policy("float32")
@@ -73,10 +69,7 @@ def torch_rate(name, x, y, batch, precision, seconds):
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
-    layers = [torch.nn.Flatten()]
-    for a, b in zip(WIDTHS[name], WIDTHS[name][1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1]).cuda()  # Logits; cross_entropy applies the softmax.
+    model = benchmarked.torch_twin(name).cuda()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     size = max(batch, len(x))
     xs = torch.from_numpy(np.resize(x, (size, 28, 28))).cuda()

@@ -26,12 +26,12 @@ from recipes.core import entry  # noqa: E402
 if __name__ == "__main__":  # A recipe's process set-up, before TensorFlow starts; not when a test imports it.
     entry.set_up_process()
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import hardware  # noqa: E402
+from benchmarks import benchmarked, hardware  # noqa: E402
 
-SHAPES = [(784, 1024), (1024,), (1024, 1024), (1024,), (1024, 10), (10,)]  # The MNIST net's weights.
 
 
 def dots(batch):
@@ -76,23 +76,24 @@ def matmul_kernels(a, b, transpose_a, transpose_b):
 
 
 def adam_kernels():
-    """{kernel: run(n)} for one Adam update of the MNIST net's parameters."""
-    variables = [[tf.Variable(tf.random.normal(shape) * 0.01) for shape in SHAPES] for _ in "pmv"]
-    gradients = [tf.random.normal(shape) * 1e-3 for shape in SHAPES]
+    """{kernel: run(n)} for one Adam update of the MNIST net's parameters: Keras'
+    Adam compiled by XLA, as the loop runs it, and TensorFlow's fused kernel on the
+    same variables and slots."""
+    params = benchmarked.build("mnist_dense").trainable_variables
+    optimizer = keras.optimizers.Adam()
+    optimizer.build(params)
+    gradients = [tf.random.normal(p.shape) * 1e-3 for p in params]
     lr, beta_1, beta_2, epsilon = (tf.constant(c) for c in (1e-3, 0.9, 0.999, 1e-7))
 
-    def xla(zero):  # Keras' Adam.update_step, with the step's powers folded in.
-        for p, m, v, g in zip(*variables, gradients):
-            m.assign_add((g - m) * (1 - beta_1))
-            v.assign_add((tf.square(g) - v) * (1 - beta_2))
-            p.assign_sub(m * lr / (tf.sqrt(v) + epsilon))
+    def xla(zero):
+        optimizer.apply(gradients, params)
         return zero
 
     def fused(zero):
-        for p, m, v, g in zip(*variables, gradients):
-            tf.raw_ops.ResourceApplyAdam(var=p.handle, m=m.handle, v=v.handle, beta1_power=beta_1,
-                                         beta2_power=beta_2, lr=lr, beta1=beta_1, beta2=beta_2,
-                                         epsilon=epsilon, grad=g)
+        for p, m, v, g in zip(params, optimizer._momentums, optimizer._velocities, gradients):
+            tf.raw_ops.ResourceApplyAdam(var=p.value.handle, m=m.value.handle, v=v.value.handle,
+                                         beta1_power=beta_1, beta2_power=beta_2, lr=lr, beta1=beta_1,
+                                         beta2=beta_2, epsilon=epsilon, grad=g)
         return zero
 
     return {"xla": _repeated(tf.function(xla, jit_compile=True)), "tensorflow": _repeated(fused)}

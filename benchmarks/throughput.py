@@ -49,19 +49,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import hardware  # noqa: E402
-import models  # noqa: E402
+from benchmarks import benchmarked, hardware  # noqa: E402
 from recipes.core import data, optimization, train  # noqa: E402
 from recipes.core.step import Trainer  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-MODELS = {"mnist_dense": models.mnist_dense, "bigmodel": lambda: models.BigModel(num_classes=10)}
-
-
-def _build(model_name):
-    model = MODELS[model_name]()
-    model.build((None, 28, 28))
-    return model
 
 
 def _timed(run, batch_size, seconds):
@@ -91,7 +83,7 @@ def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", s
     strategy = _strategy(strategy)
     keras.mixed_precision.set_global_policy(train.precision_policy(precision, strategy))
     with strategy.scope():
-        model = _build(model_name)
+        model = benchmarked.build(model_name)
         optimizer = optimization.with_loss_scaling(keras.optimizers.Adam())
     trainer = Trainer(
         strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
@@ -109,7 +101,7 @@ def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", s
 
 
 def fit_candidate(model_name, x, y, batch_size, seconds, tuned=False):
-    model = _build(model_name)
+    model = benchmarked.build(model_name)
     options = dict(jit_compile=True, steps_per_execution=100) if tuned else {}
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
                   **options)
@@ -135,11 +127,7 @@ def torch_candidate(model_name, x, y, batch_size, seconds):
     import torch
 
     torch.manual_seed(0)
-    widths = [784, 1024, 1024, 10] if model_name == "mnist_dense" else [784, 256, 128, 64, 32, 16, 8, 10]
-    layers = [torch.nn.Flatten()]
-    for a, b in zip(widths, widths[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])  # Logits; cross_entropy applies the softmax.
+    model = benchmarked.torch_twin(model_name)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     xs = torch.from_numpy(x.astype(np.float32) / 255.0)
     ys = torch.from_numpy(y.astype(np.int64))
@@ -260,7 +248,7 @@ def main():
 
     results = []
     for index, (model_name, batch, _, strategy_name, _) in enumerate(rows):
-        flops = hardware.training_flops(_build(model_name), (28, 28))
+        flops = hardware.training_flops(benchmarked.build(model_name), (28, 28))
         child = _in_child("throughput.py", "--configuration", str(index), "--rounds", str(args.rounds),
                           "--seconds", str(args.seconds), *["--quick"] * args.quick)
         medians = child["rates"]

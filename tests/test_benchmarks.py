@@ -7,7 +7,7 @@ import keras
 import pytest
 
 import models
-from benchmarks import hardware
+from benchmarks import benchmarked, hardware
 
 
 def test_training_flops_are_counted_from_the_layers_without_the_input_gradient():
@@ -51,11 +51,8 @@ def test_a_gpu_peak_is_looked_up_by_its_model_name():
 def test_the_gpu_probe_counts_the_same_flops():
     from benchmarks import keras_on_gpu
 
-    counted = {}
-    for name, build in keras_on_gpu.BUILD.items():
-        model = build()
-        model.build((None, 28, 28))
-        counted[name] = hardware.training_flops(model, (28, 28))
+    counted = {name: hardware.training_flops(benchmarked.build(name), (28, 28))
+               for name in benchmarked.MODELS}
     assert keras_on_gpu.FLOPS_PER_EXAMPLE == counted
     assert os.environ.get("KERAS_BACKEND") != "jax"  # Importing it changes nothing here.
 
