@@ -29,7 +29,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 XLA_PROGRAM = "CpuExecutable::ExecuteAsyncOnStream"
-STEP = "step (wall, first program's start to last one's end)"
+STEP = "step (wall, from one program's start to the next one's)"
 OUTSIDE = "TF ops outside XLA: metric updates, loop (thread time)"
 # Events that contain others or only wait: left out of the sums.
 CONTAINERS = ("ThunkExecutor::Execute", "SlinkyThreadPool::Await", "ThreadpoolListener::")
@@ -70,7 +70,7 @@ def breakdown(logs):
     for thread, name, start, ms in _events(logs):
         if name == XLA_PROGRAM:
             steps += 1
-            first, last = min(first, start), max(last, start + ms)
+            first, last = min(first, start), max(last, start)
             totals["XLA program (wall)"] += ms
         elif name.startswith(CONTAINERS + ("end:", "BlockUntilReady")) or "::" in name:
             continue
@@ -80,9 +80,9 @@ def breakdown(logs):
             kind = ("matmuls" if "MatMul" in name or name.startswith("dot") else
                     "element-wise fusions" if "fusion" in name else "other operations")
             totals[f"XLA {kind} (thread time)"] += ms
-    totals[STEP] = (last - first) * steps / max(steps - 1, 1)  # First start to last end.
     if not steps:
         sys.exit(f"the trace under {logs} holds no XLA program; profile a run with --jit_compile")
+    totals[STEP] = (last - first) * steps / max(steps - 1, 1)  # The mean start-to-start period.
     return {name: total / steps for name, total in totals.items()}, steps
 
 
