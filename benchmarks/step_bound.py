@@ -114,8 +114,8 @@ def median_ms(kernels, repeats, rounds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch_size", type=benchmarked.positive(int), default=32)
+    parser.add_argument("--rounds", type=benchmarked.positive(int), default=5)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []

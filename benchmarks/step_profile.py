@@ -23,11 +23,13 @@ import collections
 import glob
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from benchmarks import benchmarked  # noqa: E402
+
 XLA_PROGRAM = "CpuExecutable::ExecuteAsyncOnStream"
 STEP = "step (wall, from one program's start to the next one's)"
 OUTSIDE = "TF ops outside XLA: metric updates, loop (thread time)"
@@ -39,9 +41,8 @@ def profile_run(model_dir, batch_size, train_steps):
     """Runs the recipe with `--profile` and XLA's per-operation trace; returns the log dir."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RECIPES_OFFLINE="1",
                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip())
-    subprocess.run([sys.executable, "-m", "recipes.mnist", "--profile", f"--batch_size={batch_size}",
-                    f"--train_steps={train_steps}", "--steps_per_loop=100", f"--model_dir={model_dir}"],
-                   cwd=ROOT, env=env, check=True, capture_output=True)
+    benchmarked.run_recipe("--profile", f"--batch_size={batch_size}", f"--train_steps={train_steps}",
+                           "--steps_per_loop=100", f"--model_dir={model_dir}", env=env)
     return os.path.join(model_dir, "logs")
 
 
@@ -88,8 +89,9 @@ def breakdown(logs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--train_steps", type=int, default=300, help="the second 100 are traced")
+    parser.add_argument("--batch_size", type=benchmarked.positive(int), default=32)
+    parser.add_argument("--train_steps", type=benchmarked.positive(int), default=300,
+                        help="the second 100 are traced")
     parser.add_argument("--logs", default=None, help="read this trace instead of running a recipe")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

@@ -214,9 +214,8 @@ def accuracy_check(seeds=(0, 1, 2)):
         for precision in ("none", "mixed_float16"):
             for seed in seeds:
                 model_dir = os.path.join(scratch, f"{precision}-{seed}")
-                subprocess.run([sys.executable, "-m", "recipes.mnist", f"--seed={seed}",
-                                f"--mixed_precision={precision}", f"--model_dir={model_dir}"],
-                               cwd=ROOT, check=True, capture_output=True)
+                benchmarked.run_recipe(f"--seed={seed}", f"--mixed_precision={precision}",
+                                       f"--model_dir={model_dir}")
                 with open(os.path.join(model_dir, "metrics.json")) as f:
                     accuracy.setdefault(precision, []).append(json.load(f)["test_accuracy"])
     return accuracy
@@ -225,8 +224,9 @@ def accuracy_check(seeds=(0, 1, 2)):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the MNIST net only, 1 round, no accuracy check")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.0, help="time per measurement")
+    parser.add_argument("--rounds", type=benchmarked.positive(int), default=3)
+    parser.add_argument("--seconds", type=benchmarked.positive(float), default=2.0,
+                        help="time per measurement")
     parser.add_argument("--output", default=None, help="JSON path (default: benchmarks/results/<device>.json)")
     parser.add_argument("--configuration", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -274,11 +274,9 @@ def main():
               f"{means['mixed_float16']:.2f}% ({means['mixed_float16'] - means['none']:+.2f} points)")
 
     output = args.output or os.path.join(RESULTS, ("gpu" if gpu else "cpu") + ".json")
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    with open(output, "w") as f:
-        json.dump({**machine, "tensorflow": tf.__version__, "keras": keras.__version__,
-                   "torch": torch_version, "results": results, "mnist_accuracy_by_seed": accuracy},
-                  f, indent=1)
+    benchmarked.write_json(output, {**machine, "tensorflow": tf.__version__, "keras": keras.__version__,
+                                    "torch": torch_version, "results": results,
+                                    "mnist_accuracy_by_seed": accuracy})
     print(f"wrote {output}")
     plot(output)
     over = [r for r in results if r["fraction_of_limit"] > 1]
