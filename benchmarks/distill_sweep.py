@@ -32,7 +32,7 @@ SEEDS = (0, 1, 2)
 def main(settings):
     strategy = strategies.get_strategy("default")
     teacher = runs.read(TEACHER_DIR)
-    dataset = teacher.load_data(teacher.metrics["data_source"], None).with_validation_split()
+    dataset = teacher.load_data().with_validation()
     for setting in settings:
         temperature, alpha, shift = (float(v) for v in setting.split(","))
         scores = []

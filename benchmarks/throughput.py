@@ -89,7 +89,8 @@ def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", s
         strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
         lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")], batch_size)
     keras.mixed_precision.set_global_policy("float32")
-    iterator = iter(data.train_dataset(strategy, x, y, batch_size, preprocess=data.scale_pixels, seed=0))
+    iterator = iter(data.train_dataset(strategy, data.from_arrays(x, y).train, batch_size,
+                                       preprocess=data.scale_pixels, seed=0))
 
     def run(steps):
         for start in range(0, steps, 100):
@@ -173,7 +174,7 @@ def measure_configuration(index, quick, rounds, seconds):
     gpu = bool(tf.config.list_physical_devices("GPU"))
     model_name, batch, precision, strategy_name, candidates = configurations(
         quick, _torch_version(), gpu)[index]
-    mnist = data.load_mnist("sample")
+    mnist = data.load_mnist()
     measures = {name: FACTORIES[name](model_name, mnist.x_train, mnist.y_train, batch, seconds, **kwargs)
                 for name, kwargs in candidates.items()}
     rates = {name: [] for name in measures}

@@ -69,7 +69,7 @@ def prune(config, strategy, run, dataset, signature, *, sparsity, pruning_steps,
 
 def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequency):
     """Every variant into <run>/compressed/, measured; returns compression.json's dict."""
-    signature = run.signature(dataset)
+    signature = run.signature()
     if signature.outputs != "classes":
         raise RecipeError(f"{run.model_dir} is not a classifier run; compression is measured by accuracy")
     out = run.path("compressed")
@@ -77,6 +77,7 @@ def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequen
           frequency=frequency)
     if not strategies.is_chief(strategy):
         return None  # The other workers helped prune; the chief converts and measures.
+    calibration = dataset.arrays("train", limit=serving.CALIBRATION_EXAMPLES)[0]
     run_dir.write_atomically(os.path.join(out, "pruned.keras"), None, write=lambda path: tf.io.gfile.copy(
         os.path.join(config.model_dir, "model.keras"), path, overwrite=True))
     for mode in compression.KERAS_MODES:
@@ -85,15 +86,16 @@ def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequen
     for variant in serving.LITERT_VARIANTS:
         source = os.path.join(config.model_dir if variant.startswith("pruned") else run.model_dir,
                               "saved_model")
-        tflite = serving.to_litert(source, variant, representative=dataset.x_train)
+        tflite = serving.to_litert(source, variant, representative=calibration)
         run_dir.write_atomically(os.path.join(out, f"{variant}.tflite"), tflite)
 
     # Measured on the test split, each with the runtime that would serve it.
+    x_test, y_test = dataset.arrays("test")
     reference = serving.load(run.path("model.keras"), signature)
-    reference_classes = reference.predict(dataset.x_test)["classes"]
+    reference_classes = reference.predict(x_test)["classes"]
     float_sparsity = pruning.sparsity(keras.saving.load_model(run.path("model.keras")))
     pruned_sparsity = pruning.sparsity(keras.saving.load_model(os.path.join(out, "pruned.keras")))
-    rows = [compression.measure(name, serving.load(path, signature), dataset.x_test, dataset.y_test,
+    rows = [compression.measure(name, serving.load(path, signature), x_test, y_test,
                                 reference_classes, pruned_sparsity if "pruned" in name else float_sparsity)
             for name, path in [("model.keras", run.path("model.keras"))] + [
                 (name, os.path.join(out, name)) for name in
@@ -119,8 +121,7 @@ def main(argv):
                               "plus --finetune_steps")
     run = runs.read(FLAGS.model_dir or os.path.join("runs", "mnist"))
     # The run's own data by default, so that the model is scored on its own test split.
-    source = FLAGS.data_source if FLAGS["data_source"].present else run.metrics.get("data_source", "auto")
-    dataset = run.load_data(source, FLAGS.data_dir)
+    dataset = recipe_flags.run_data(run)
     config = recipe_flags.train_config("compress", **RECIPE_DEFAULTS,
                                        batch_size=run.metrics.get("global_batch_size", 32))
     config = dataclasses.replace(config, model_dir=run.path("compressed", "pruning"),

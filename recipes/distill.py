@@ -21,6 +21,7 @@ import os
 
 from absl import flags
 import keras
+import tensorflow as tf
 
 import models
 from recipes.core import data, distillation, metrics, runs, train
@@ -55,15 +56,19 @@ def build_student(name, input_shape, num_classes, hidden_units):
     return models.two_layer_mlp(input_shape=input_shape, hidden_units=hidden_units, num_classes=num_classes)
 
 
-def load_teacher(strategy, path, dataset):
+def model_input_shape(dataset, preprocess):
+    """One example's shape as the model takes it: the data's, preprocessed."""
+    return tuple(preprocess(tf.zeros([1, *dataset.x_spec.shape], dataset.x_spec.dtype)).shape[1:])
+
+
+def load_teacher(strategy, path, dataset, input_shape):
     """The teacher's model, under the strategy's scope; one that does not fit the data is an error."""
     with strategy.scope():
         teacher = keras.saving.load_model(path)
-    num_classes = int(dataset.y_train.max()) + 1
-    if tuple(teacher.input_shape[1:]) != tuple(dataset.x_train.shape[1:]):
+    num_classes = dataset.num_classes
+    if tuple(teacher.input_shape[1:]) != input_shape:
         raise RecipeError(f"the teacher {path} takes inputs of shape {list(teacher.input_shape[1:])}, "
-                          f"not the data's {list(dataset.x_train.shape[1:])}; pass a --teacher_dir "
-                          "trained on it")
+                          f"not the data's {list(input_shape)}; pass a --teacher_dir trained on it")
     if teacher.output_shape[-1] != num_classes:
         raise RecipeError(f"the teacher {path} has {teacher.output_shape[-1]} outputs for the data's "
                           f"{num_classes} classes; distillation needs a softmax teacher over the same "
@@ -79,20 +84,21 @@ def run(config, strategy, teacher_run, dataset, *, student="mlp", hidden_units=1
         alpha=0.5, transfer_shift=2, baseline=True):
     """Trains the baseline (unless `baseline` is False), then the distilled student;
     returns the student's metrics.json dict."""
-    signature = teacher_run.signature(dataset)
-    teacher = load_teacher(strategy, teacher_run.path("model.keras"), dataset)
+    signature = teacher_run.signature()
+    input_shape = model_input_shape(dataset, signature.preprocess)
+    teacher = load_teacher(strategy, teacher_run.path("model.keras"), dataset, input_shape)
     num_classes = teacher.output_shape[-1]
 
     def student_run(model_dir, objective, extra_metrics):
         return train.train_model(
             dataclasses.replace(config, model_dir=model_dir), strategy, dataset,
-            lambda: build_student(student, dataset.x_train.shape[1:], num_classes, hidden_units),
+            lambda: build_student(student, input_shape, num_classes, hidden_units),
             objective=objective, metrics_fn=lambda: metrics.classification(num_classes),
             train_metrics_fn=lambda: metrics.accuracy(num_classes), preprocess=signature.preprocess,
             recipe="distill", signature=signature, extra_metrics=extra_metrics,
             augment=data.random_shift(transfer_shift) if transfer_shift else None)
 
-    parameters = build_student(student, dataset.x_train.shape[1:], num_classes, hidden_units).count_params()
+    parameters = build_student(student, input_shape, num_classes, hidden_units).count_params()
     summary = {"teacher_dir": teacher_run.model_dir, "teacher_recipe": teacher_run.recipe,
                "teacher_test_accuracy": teacher_run.metrics.get("test_accuracy"),
                "teacher_parameters": teacher.count_params(), "student_parameters": parameters,
@@ -116,8 +122,7 @@ def main(argv):
     del argv  # Unused.
     strategy = recipe_flags.strategy_from_flags()
     teacher_run = runs.read(FLAGS.teacher_dir)
-    source = FLAGS.data_source if FLAGS["data_source"].present else teacher_run.metrics.get("data_source")
-    dataset = teacher_run.load_data(source, FLAGS.data_dir)
+    dataset = recipe_flags.run_data(teacher_run)
     config = recipe_flags.train_config("distill", **RECIPE_DEFAULTS)
     run(config, strategy, teacher_run, dataset, student=FLAGS.student,
         hidden_units=FLAGS.student_hidden_units, temperature=FLAGS.temperature, alpha=FLAGS.alpha,

@@ -14,26 +14,21 @@ if __name__ == "__main__":  # Run as a program: set the process up before Tensor
     entry.handle_stop_signals()
     entry.set_up_process()
 
-from absl import flags
-
 import models
 from recipes.core import data, metrics, train
 from recipes.core import flags as recipe_flags
-from recipes.mnist import load_data, signature  # noqa: F401 - the same digits, served the same way.
-
-FLAGS = flags.FLAGS
 
 RECIPE_DEFAULTS = dict(epochs=20, batch_size=64)
 
 
 def run(config, strategy, dataset):
     """Trains and evaluates the LSTM; a seam for tests to pass their own parts."""
-    baseline = metrics.majority_class_accuracy(dataset.y_train, dataset.y_test)
+    dataset = data.as_data(dataset)
+    baseline = metrics.majority_class_accuracy(dataset.labels("train"), dataset.labels("test"))
     results = train.train_classifier(
         config, strategy, dataset,
-        lambda num_classes: models.lstm_classifier(input_shape=dataset.x_train.shape[1:],
-                                                   num_classes=num_classes),
-        recipe="lstm", preprocess=data.scale_pixels,
+        lambda num_classes: models.lstm_classifier(input_shape=dataset.x_spec.shape, num_classes=num_classes),
+        recipe="lstm",
         extra_metrics={"baseline": "majority class", "baseline_accuracy": baseline})
     print(f"Test accuracy {results['test_accuracy']:.2%} against {baseline:.2%} for the majority "
           "class baseline.")
@@ -44,7 +39,7 @@ def main(argv):
     del argv  # Unused.
     config = recipe_flags.train_config("lstm", **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
-    run(config, strategy, load_data("lstm", FLAGS.data_source, FLAGS.data_dir))
+    run(config, strategy, recipe_flags.data_from_flags())
 
 
 if __name__ == "__main__":

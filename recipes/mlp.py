@@ -12,24 +12,19 @@ if __name__ == "__main__":  # Run as a program: set the process up before Tensor
     entry.handle_stop_signals()
     entry.set_up_process()
 
-from absl import flags
-
 import models
 from recipes.core import data, train
 from recipes.core import flags as recipe_flags
-from recipes.mnist import load_data, signature  # noqa: F401 - the same digits, served the same way.
-
-FLAGS = flags.FLAGS
 
 
 def run(config, strategy, dataset):
     """Trains and evaluates the MLP; a seam for tests to pass their own parts."""
+    dataset = data.as_data(dataset)
     results = train.train_classifier(
         config, strategy, dataset,
-        lambda num_classes: models.two_layer_mlp(input_shape=dataset.x_train.shape[1:],
-                                                 num_classes=num_classes),
-        recipe="mlp", preprocess=data.scale_pixels)
-    first = results["steps"] // (len(dataset.x_train) // config.batch_size) - len(results["train_loss_by_epoch"])
+        lambda num_classes: models.two_layer_mlp(input_shape=dataset.x_spec.shape, num_classes=num_classes),
+        recipe="mlp")
+    first = results["steps"] // (results["num_train_examples"] // config.batch_size) - len(results["train_loss_by_epoch"])
     for epoch, loss in enumerate(results["train_loss_by_epoch"], start=first + 1):
         print(f"Epoch {epoch}, average loss: {loss:.4f}")
     print(f"Accuracy: {results['test_accuracy']:.2%} on {results['num_test_examples']} test examples")
@@ -40,7 +35,7 @@ def main(argv):
     del argv  # Unused.
     config = recipe_flags.train_config("mlp")
     strategy = recipe_flags.strategy_from_flags()
-    run(config, strategy, load_data("mlp", FLAGS.data_source, FLAGS.data_dir))
+    run(config, strategy, recipe_flags.data_from_flags())
 
 
 if __name__ == "__main__":

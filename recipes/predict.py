@@ -69,11 +69,14 @@ def read_input(path, input_shape, input_dtype):
     return image.reshape((1, *input_shape))
 
 
-def describe(outputs, index):
-    """One prediction as words: the class and its probability, or the value."""
+def describe(outputs, index, class_names=None):
+    """One prediction as words: the class (by name when the data had names) and its
+    probability, or the value."""
     if "classes" in outputs:
         label = int(outputs["classes"][index])
-        return f"class {label} (probability {float(outputs['probabilities'][index][label]):.3f})"
+        name = (f"{class_names[label]!r} (class {label}, " if class_names and label < len(class_names)
+                and class_names[label] != str(label) else f"class {label} (")
+        return f"{name}probability {float(outputs['probabilities'][index][label]):.3f})"
     return ", ".join(f"{float(v):.4f}" for v in np.ravel(outputs["predictions"][index]))
 
 
@@ -82,7 +85,7 @@ def served_model(run, model):
     path = run.path(model)
     signature = None
     if path.endswith(".keras") and os.path.isfile(path):  # The model on preprocessed input.
-        signature = run.signature(run.load_data(run.metrics.get("data_source", "auto"), FLAGS.data_dir))
+        signature = run.signature()
     return serving.load(path, signature)
 
 
@@ -112,7 +115,8 @@ def main(argv):
             continue
         outputs = served(batch)
         for index in range(len(batch)):
-            print(f"{path}{f'[{index}]' if len(batch) > 1 else ''}: {describe(outputs, index)}")
+            print(f"{path}{f'[{index}]' if len(batch) > 1 else ''}: "
+                  f"{describe(outputs, index, run.class_names)}")
     if failed:
         raise SystemExit(1)
 

@@ -340,6 +340,18 @@ def steps_per_loop(strategy):
     return STEPS_PER_LOOP.get(name_of(strategy), DEFAULT_STEPS_PER_LOOP)
 
 
+def num_input_pipelines(strategy):
+    """How many input pipelines `distribute_datasets_from_function` builds under
+    `strategy`: one per worker of a cluster, one per TPU host, else one."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and resolver is not None:
+        jobs = resolver.cluster_spec().as_dict()
+        return sum(len(jobs.get(job, ())) for job in ("chief", "worker")) or 1
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return strategy.extended.num_hosts
+    return 1
+
+
 def is_chief(strategy):
     """Whether this process writes the run's outputs: the chief, or worker 0
     when the cluster has no chief, or the only process."""

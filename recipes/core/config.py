@@ -55,6 +55,8 @@ class TrainConfig:
     num_microbatches: int = 1  # Per batch, through the pipeline (GPipe).
     pipeline_balance: str = "flops"
     tensor_parallel: int = 1  # Dense -> Dense pairs split over this many devices.
+    # grpc://host:port of a tf.data service dispatcher that runs the input pipeline; None: in process.
+    data_service: str = None
     # The recipe's own flags ({"num_heads": 4, ...}): a resumed run must match them too.
     recipe_settings: dict = dataclasses.field(default_factory=dict)
 

@@ -13,7 +13,7 @@ from absl import flags
 import strategies
 from strategies import model_parallel
 from recipes.core import config as config_lib
-from recipes.core import data
+from recipes.core import data as data_lib
 from recipes.core.errors import RecipeError
 
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(config_lib.TrainConfig)
@@ -51,14 +51,30 @@ flags.DEFINE_string(
     "metrics.json and curves.png; a rerun with the same directory resumes. "
     "Default: runs/<recipe>.")
 flags.DEFINE_string(
+    "data", "sample",
+    "The training data: sample (the recipe's bundled real data); a folder of class "
+    "subfolders of images, or of train/ test/ [validation/] ones; a folder written by "
+    "recipes.prepare, or TFRecord files by glob; a .csv file (with --label_column); a "
+    "folder of x.npy and y.npy, or an .npz; or any tensorflow-datasets name (with "
+    "--data_dir). docs/data.md has every form.")
+flags.DEFINE_string("test_data", None,
+                    "The test split, in any --data form, where --data has none of its own "
+                    "(default: 10% of --data, carved out the same way every run).")
+flags.DEFINE_string("validation_data", None,
+                    "The validation split (early stopping), where --data has none of its own "
+                    "(default: 10% of the training data, carved out when needed).")
+flags.DEFINE_string("label_column", None,
+                    "The label column of a CSV file, or the label feature of TFRecords without "
+                    "a schema.json (default there: label or y).")
+flags.DEFINE_string(
     "data_dir", None,
-    "tensorflow-datasets data directory (local path or gs://bucket/path). "
-    "Default: tensorflow-datasets' own (~/tensorflow_datasets).")
-flags.DEFINE_enum(
-    "data_source", "auto", data.SOURCES,
-    "auto: tensorflow-datasets when the data is prepared or the network is up, "
-    "else the embedded sample; tfds: tensorflow-datasets only; sample: the "
-    "real data embedded in installed packages, no network.")
+    "tensorflow-datasets' data directory (local path or gs://bucket/path), for a "
+    "--data that names a tensorflow-datasets dataset. Default: ~/tensorflow_datasets.")
+flags.DEFINE_string(
+    "data_service", DEFAULTS["data_service"],
+    "grpc://host:port of a tf.data service dispatcher: the input pipeline runs on its "
+    "workers, each record once per epoch (distributed_epoch). docs/data.md says how it resumes.")
+flags.DEFINE_string("data_source", None, "Replaced by --data (kept to say so).")
 
 # Training.
 flags.DEFINE_integer("epochs", DEFAULTS["epochs"], "Passes over the training set.")
@@ -188,3 +204,29 @@ def train_config(recipe, **recipe_defaults):
     own = {flag.name: flag.value for flag in FLAGS.get_flags_for_module(sys.argv[0])}
     return config_lib.TrainConfig(model_dir=FLAGS.model_dir or os.path.join("runs", recipe),
                                   recipe_settings=own, **values)
+
+
+def run_data(run):
+    """A finished run's data (`runs.Run`): as it recorded it, or what --data and its
+    companions name when --data is given."""
+    if FLAGS.data_source is not None:
+        data_from_flags()  # Its one-line error.
+    return run.load_data(FLAGS.data if FLAGS["data"].present else None, test_data=FLAGS.test_data,
+                         validation_data=FLAGS.validation_data, label_column=FLAGS.label_column,
+                         data_dir=FLAGS.data_dir)
+
+
+def data_from_flags(samples=None):
+    """The `data.Data` that --data, --test_data, --validation_data, --label_column and
+    --data_dir name; `samples` ({name: loader}) are the recipe's bundled samples, the
+    first the default. A mistake is a one-line `RecipeError`."""
+    if FLAGS.data_source is not None:
+        raise RecipeError(f"--data_source is replaced by --data: pass --data=sample for the bundled "
+                          "sample, --data=NAME for a tensorflow-datasets dataset (with --data_dir), "
+                          f"or --data=PATH for your own files (received --data_source={FLAGS.data_source})")
+    if FLAGS.data == "sample" and FLAGS.data_dir is not None:
+        raise RecipeError(f"--data_dir={FLAGS.data_dir} is tensorflow-datasets' directory, and --data is "
+                          "the bundled sample; pass --data=NAME (a tensorflow-datasets dataset) with it, "
+                          f"or --data={FLAGS.data_dir} if that is your own data")
+    return data_lib.open_data(FLAGS.data, test_data=FLAGS.test_data, validation_data=FLAGS.validation_data,
+                              label_column=FLAGS.label_column, data_dir=FLAGS.data_dir, samples=samples)

@@ -1,23 +1,21 @@
 """A finished run read back, for the commands that start from one
-(`recipes.compress`, `recipes.predict`): its metrics.json, the recipe that wrote
-it, that recipe's data, and how its model is served.
+(`recipes.compress`, `recipes.predict`, `recipes.distill`): its metrics.json, and
+from its `input` record how its model is served and how its data opens again.
 
-A recipe whose runs these commands take defines, beside its `run`:
-
-    load_data(recipe, data_source, data_dir) -> data.ArrayData   # as `run` trains on it
-    signature(dataset) -> serving.Signature                      # what saved_model/ serves
-
-(`recipe` is metrics.json's name for the run, `bigmodel_mnist` say.) The
-recipe module is found by that name, so nothing here imports a recipe until a
-run asks for it.
+Every run records that itself (`train.input_record`): the --data value and the
+splits carved from it, one raw example's shape and dtype, the preprocessing, the
+class names and what the served model returns. So nothing here imports a recipe
+or guesses one from a name: a run trained on your own files, or through the
+Python API, is read back like any other.
 """
 import dataclasses
-import importlib
 import json
 import os
 
 import tensorflow as tf
 
+from recipes.core import data as data_lib
+from recipes.core import serving
 from recipes.core.errors import RecipeError
 
 
@@ -32,35 +30,52 @@ class Run:
     def recipe(self):
         return self.metrics["recipe"]
 
-    def _module(self):
-        module = importlib.import_module(f"recipes.{self.recipe.split('_')[0]}")
-        if not hasattr(module, "load_data"):
-            raise RecipeError(
-                f"{self.model_dir} is a {self.recipe} run, which this command does not take yet; "
-                "it takes the classifier runs of recipes.mnist, bigmodel, cnn, mlp and lstm")
-        return module
+    @property
+    def input(self):
+        return self.metrics["input"]
 
-    def load_data(self, data_source, data_dir):
-        """The run's data, with the run's own split; a different dataset (another
-        --data_source, say) is a one-line error."""
-        dataset = self._module().load_data(self.recipe, data_source, data_dir)
-        trained = (self.metrics.get("data_source"), self.metrics.get("num_train_examples"))
-        if (dataset.source, len(dataset.x_train)) != trained:
+    @property
+    def class_names(self):
+        return self.input.get("class_names")
+
+    def signature(self):
+        """How the run's model is served (`serving.Signature`): the raw input it read,
+        preprocessed inside, and what it returns."""
+        if self.input.get("preprocessing") is None:
+            raise RecipeError(f"{self.model_dir}'s preprocessing is a function of its recipe that the run "
+                              "cannot record; serve its saved_model/, which holds it")
+        return serving.Signature(tuple(self.input["x_shape"]), self.input["x_dtype"],
+                                 data_lib.Preprocessing.from_json(self.input["preprocessing"]),
+                                 self.input["outputs"])
+
+    def load_data(self, data=None, **options):
+        """The run's data, split as the run split it: from the recorded --data, or from
+        `data` (a --data value) with `options` (test_data=, label_column=, ...) when
+        given (alone, `options` change the recorded ones). Data that differs from the run's (another count) is a one-line error."""
+        spec = dict(self.input.get("spec") or {}) if data is None else {"data": data}
+        spec.update({k: v for k, v in options.items() if v is not None})
+        if not spec.get("data"):
+            raise RecipeError(f"{self.model_dir} was trained on data passed in Python, which it cannot "
+                              "open again; pass --data= the same data (any form docs/data.md lists)")
+        dataset = data_lib.open_data(spec.pop("data"), **{k: spec.get(k) for k in (
+            "test_data", "validation_data", "label_column", "data_dir")})
+        if "validation" in self.input.get("carved", ()):
+            dataset = dataset.with_validation()
+        trained = self.metrics.get("num_train_examples")
+        if dataset.train.num_examples != trained or tuple(dataset.x_spec.shape) != tuple(self.input["x_shape"]):
             raise RecipeError(
-                f"{self.model_dir} was trained on {trained[1]:,} examples from the {trained[0]} source, "
-                f"but --data_source gives {dataset.describe()}; pass --data_source={trained[0]}")
+                f"{self.model_dir} was trained on {trained:,} examples of shape {self.input['x_shape']}, "
+                f"but the data gives {dataset.describe()} of shape {dataset.x_spec.shape.as_list()}; "
+                "pass --data= the data it was trained on")
         return dataset
-
-    def signature(self, dataset):
-        """How the run's model is served (`serving.Signature`)."""
-        return self._module().signature(dataset)
 
     def path(self, *parts):
         return os.path.join(self.model_dir, *parts)
 
 
 def read(model_dir):
-    """The finished run in `model_dir`; one without metrics.json is a one-line error."""
+    """The finished run in `model_dir`; one without metrics.json, or whose metrics.json
+    lacks what these commands need, is a one-line error."""
     path = os.path.join(model_dir, "metrics.json")
     if not tf.io.gfile.exists(path):
         raise RecipeError(
@@ -69,7 +84,16 @@ def read(model_dir):
     try:
         with tf.io.gfile.GFile(path) as f:
             metrics = json.load(f)
-        metrics["recipe"]
-    except (ValueError, KeyError, TypeError):
+        if not isinstance(metrics.get("recipe"), str):
+            raise ValueError("no recipe")
+    except (ValueError, TypeError, AttributeError, tf.errors.OpError):
         raise RecipeError(f"{path} cannot be read as a run's metrics; train the run again") from None
-    return Run(model_dir, metrics)
+    run = Run(model_dir, metrics)
+    try:
+        tuple(run.input["x_shape"]), tf.as_dtype(run.input["x_dtype"]), run.input["outputs"]
+        if run.input.get("preprocessing") is not None:
+            run.signature()
+    except (KeyError, TypeError, ValueError):
+        raise RecipeError(f"{path} does not record the run's input (written by an older version, or "
+                          "damaged); train the run again") from None
+    return run

@@ -58,6 +58,12 @@ class Signature:
         """The signature of a model fed `preprocess(x[i:j])` for a raw array `x`."""
         return cls(tuple(x.shape[1:]), np.dtype(x.dtype).name, preprocess, outputs)
 
+    @classmethod
+    def for_spec(cls, x_spec, preprocess, outputs="classes"):
+        """The signature of a model fed `preprocess(x)` for raw examples of `x_spec`
+        (a `tf.TensorSpec` of one example)."""
+        return cls(tuple(x_spec.shape.as_list()), x_spec.dtype.name, preprocess, outputs)
+
     def spec(self):
         return tf.TensorSpec((None, *self.input_shape), self.input_dtype, name=INPUT_NAME)
 

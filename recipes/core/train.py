@@ -1,9 +1,9 @@
 """One run, composed: set-up, input, model and optimizer, the loop, evaluation,
 artifacts. Every recipe trains through `train_model` (or `train_classifier`).
 
-    results, model = train.train_model(config, strategy, dataset, build_model,
+    results, model = train.train_model(config, strategy, data.open_data("digits/"), build_model,
                                        loss_fn=keras.losses.sparse_categorical_crossentropy,
-                                       metrics_fn=..., preprocess=data.scale_pixels, recipe="mnist")
+                                       metrics_fn=..., recipe="mnist")
 """
 import contextlib
 import dataclasses
@@ -39,12 +39,22 @@ def precision_policy(mixed_precision, strategy=None):
     return strategies.fast_mixed_precision(strategy or tf.distribute.get_strategy()) or "float32"
 
 
-def train_model(config, strategy, dataset, build_model, *, metrics_fn, preprocess, recipe,
+def train_model(config, strategy, dataset, build_model, *, metrics_fn, recipe, preprocess=None,
                 loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
                 signature=None, augment=None, set_up=True):
     """The recipe preamble and the run: seeds and precision (unless `set_up` is
     False, for a second phase of the same run), `build_model()` and the optimizer
-    under the strategy's scope, then `train_and_evaluate`. Returns (results, model)."""
+    under the strategy's scope, then `train_and_evaluate`. Returns (results, model).
+
+    `dataset` may be a `data.Data` (from `data.open_data`, any form on disk), a
+    `tf.data.Dataset` of (x, y) pairs (written once as TFRecords in a temporary
+    directory, so that it streams and resumes like files), (x, y) NumPy arrays, or
+    the bundled loaders' `data.ArrayData`; a test split it lacks is carved out of it
+    (10%, fixed). `preprocess` (raw batch -> the model's input, inside the exported
+    model too) defaults to the data's (`Data.default_preprocessing`)."""
+    dataset = data_lib.as_data(dataset)
+    if preprocess is None:
+        preprocess = dataset.default_preprocessing()
     with run_dir.claim(config.model_dir, strategies.is_chief(strategy)):  # Before the model.
         if set_up:
             set_up_run(config, strategy)
@@ -66,7 +76,7 @@ def train_model(config, strategy, dataset, build_model, *, metrics_fn, preproces
 def _build(model, strategy, data):
     if not model.built:  # A subclassed model creates its variables on first use.
         with strategy.scope():
-            model.build((None,) + data.x_train.shape[1:])
+            model.build((None, *data.x_spec.shape))
 
 
 def split(config, strategy, model, data, objective=None):
@@ -84,7 +94,7 @@ def split(config, strategy, model, data, objective=None):
     if objective is not None:
         raise RecipeError(f"--{flag} trains with the recipe's plain loss, and this run's step "
                           f"({type(objective).__name__}) does not take it yet; leave --{flag} out")
-    input_shape = None if isinstance(model, keras.Sequential) else data.x_train.shape[1:]
+    input_shape = None if isinstance(model, keras.Sequential) else tuple(data.x_spec.shape)
     try:
         devices = model_parallel.devices(count)
         if flag == "pipeline_stages":
@@ -109,38 +119,41 @@ def build(build_model, *args, **kwargs):
         raise RecipeError(f"cannot build the model: {first_line(e)}") from None
 
 
-def train_classifier(config, strategy, dataset, build_model, *, recipe, preprocess,
+def train_classifier(config, strategy, dataset, build_model, *, recipe, preprocess=None,
                      extra_metrics=None, set_up=True):
     """`train_model` for a softmax classifier on integer labels: `build_model(num_classes)`,
     sparse cross-entropy, accuracy while training, and accuracy, precision,
     recall, F1 and AUC-ROC in evaluation; served as probabilities and classes.
     Returns the results."""
-    num_classes = int(dataset.y_train.max()) + 1
+    dataset = data_lib.as_data(dataset)
+    num_classes = dataset.num_classes
+    if preprocess is None:
+        preprocess = dataset.default_preprocessing()
     results, _ = train_model(
         config, strategy, dataset, lambda: build_model(num_classes),
         loss_fn=keras.losses.sparse_categorical_crossentropy,
         metrics_fn=lambda: metrics.classification(num_classes),
         train_metrics_fn=lambda: metrics.accuracy(num_classes),
         preprocess=preprocess, recipe=recipe, extra_metrics=extra_metrics, set_up=set_up,
-        signature=serving.Signature.for_data(dataset.x_train, preprocess))
+        signature=serving.Signature.for_spec(dataset.x_spec, preprocess))
     return results
 
 
 def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
                        loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
                        signature=None, augment=None, parallel=None):
-    """Trains `model` on `data.x_train`, evaluates on `data.x_test`, writes the run.
+    """Trains `model` on `data.train` (a `data.Data`), evaluates on `data.test`, writes the run.
 
     The step computes `objective` (a `step.Objective`; default: supervised
     training with the per-example `loss_fn`). With a validation split
-    (`data.x_val`), it is evaluated after every epoch;
+    (`data.validation`), it is evaluated after every epoch;
     `config.early_stopping_patience` stops on its loss and restores the best
     epoch's weights (a split is carved from the training set if there is none).
     `metrics_fn` gives the metrics for evaluation, `train_metrics_fn` (default:
     the same) those followed during training. `extra_metrics` (a dict) goes into
     metrics.json as it is: a recipe's baselines, say. `signature` (a
     `serving.Signature`) is what saved_model/ takes and returns; default: the raw
-    `data.x_train` examples, `preprocess`ed inside, and the model's outputs as they are.
+    examples, `preprocess`ed inside, and the model's outputs as they are.
     `augment(batch, seed)` changes the training batches (`data.train_dataset`).
     `parallel` (from `split`) is how `model` is split over devices: the step
     calls a pipeline's stages, and a tensor-parallel model is saved gathered.
@@ -156,9 +169,9 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
     start_time = time.time()
     if config.steps_per_loop is None:
         config = dataclasses.replace(config, steps_per_loop=strategies.steps_per_loop(strategy))
-    if config.early_stopping_patience and data.x_val is None:
-        data = data.with_validation_split()
-    config.check_fits(strategy, len(data.x_train))
+    if config.early_stopping_patience:
+        data = data.with_validation()
+    config.check_fits(strategy, data.train.num_examples)
     chief = strategies.is_chief(strategy)
     checkpoints = os.path.join(config.model_dir, "checkpoints")
     # A worker's temporary directory goes away however the run ends, errors included.
@@ -190,13 +203,13 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                 f"the test loss is {evaluation['test']['loss']}: the run diverged; nothing was "
                 f"written beyond the checkpoints (the last is {controller.manager.latest_checkpoint}); "
                 "lower --learning_rate and start over in a new --model_dir")
-        results = _results(config, strategy, data, recipe, controller, evaluation,
+        signature = signature or serving.Signature.for_spec(data.x_spec, preprocess, "predictions")
+        results = _results(config, strategy, data, recipe, controller, evaluation, preprocess, signature,
                            start_time=start_time, extra_metrics=extra_metrics or {})
         curves = (artifacts.curves_png(config.model_dir, results, controller.plan.steps_per_epoch)
                   if chief else None)
         artifacts.write(model if parallel is None else parallel.gather(), write_dir, results,
-                        signature or serving.Signature.for_data(data.x_train, preprocess, "predictions"),
-                        curves)
+                        signature, curves)
     print(f"Test: {artifacts.format_results(evaluation['test'])}; "
           f"{results['examples_per_second'] or 0:,.0f} examples/s; "
           + (f"wrote {config.model_dir}" if chief else "the chief writes the outputs"))
@@ -215,7 +228,8 @@ def _tidy(model_dir):
 def _settings(config, strategy, data, recipe):
     """What the run's checkpoints depend on, as `run_dir.check_settings` compares them."""
     # The run's length is checked as steps; the policy is compared as resolved.
-    not_as_is = ("model_dir", "epochs", "train_steps", "recipe_settings", "mixed_precision")
+    # Where the input is read (--data_service) leaves the stream as it was.
+    not_as_is = ("model_dir", "epochs", "train_steps", "recipe_settings", "mixed_precision", "data_service")
     return {"recipe": recipe, "data": data.describe(),
             "mixed_precision": keras.mixed_precision.global_policy().name,
             "strategy": strategies.name_of(strategy), "num_replicas": strategy.num_replicas_in_sync,
@@ -243,7 +257,7 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
     if start_step:
         print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
               "delete the directory or pass another --model_dir to start over.")
-    steps_per_epoch = len(data.x_train) // config.batch_size
+    steps_per_epoch = data.train.num_examples // config.batch_size
     plan = loop.Plan(steps_per_epoch=steps_per_epoch,
                      total_steps=config.train_steps or config.epochs * steps_per_epoch,
                      checkpoint_steps=config.checkpoint_steps or steps_per_epoch,
@@ -258,11 +272,11 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
     print(f"Strategy: {strategies.name_of(strategy)} with {replicas} replica(s); global batch "
           f"{config.batch_size} ({config.batch_size // replicas} per replica); {plan.total_steps} "
           f"steps of {steps_per_epoch} per epoch.")
-    train_ds = data_lib.train_dataset(strategy, data.x_train, data.y_train, config.batch_size,
-                                      preprocess=preprocess, seed=config.seed, start_step=start_step,
-                                      augment=augment)
-    validation = None if data.x_val is None else data_lib.eval_dataset(
-        strategy, data.x_val, data.y_val, config.batch_size, preprocess=preprocess)
+    train_ds = data_lib.train_dataset(strategy, data.train, config.batch_size, preprocess=preprocess,
+                                      seed=config.seed, start_step=start_step, augment=augment,
+                                      data_service=config.data_service)
+    validation = None if data.validation is None else data_lib.eval_dataset(
+        strategy, data.validation, config.batch_size, preprocess=preprocess)
     hooks = [loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(
         strategy, checkpoint, model_dir, signals.terminate)))),
         loop.InterruptHook(signals.interrupt, can_save=strategies.name_of(strategy) != "multi_worker")]
@@ -278,15 +292,27 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
 
 def _evaluate(trainer, strategy, data, batch_size, preprocess, controller):
     """The test split, and the validation split once more with the weights that are kept."""
-    test_ds, test_steps = data_lib.eval_dataset(strategy, data.x_test, data.y_test, batch_size,
-                                                preprocess=preprocess)
+    test_ds, test_steps = data_lib.eval_dataset(strategy, data.test, batch_size, preprocess=preprocess)
     test = trainer.evaluate(test_ds, test_steps)
     validation = trainer.evaluate(*controller.validation) if controller.validation else {}
     artifacts.write_scalars(controller.writers["test"], controller.step, test)
     return {"test": test, "validation": validation}
 
 
-def _results(config, strategy, data, recipe, controller, evaluation, *, start_time, extra_metrics):
+def input_record(data, preprocess, outputs):
+    """What the commands that start from a finished run need of its input
+    (metrics.json's `input`): how to open the data again, one raw example's shape
+    and dtype, the class names and the preprocessing."""
+    return {"spec": {k: v for k, v in (data.spec or {}).items() if v is not None},
+            "x_shape": data.x_spec.shape.as_list(), "x_dtype": data.x_spec.dtype.name,
+            "class_names": list(data.class_names) if data.class_names else None,
+            "carved": list(data.carved),
+            "preprocessing": preprocess.to_json() if isinstance(preprocess, data_lib.Preprocessing) else None,
+            "outputs": outputs}
+
+
+def _results(config, strategy, data, recipe, controller, evaluation, preprocess, signature, *, start_time,
+             extra_metrics):
     """What metrics.json holds."""
     stopping = {"stopped_early": False, "best_epoch": None}
     for hook in controller.hooks:
@@ -304,10 +330,11 @@ def _results(config, strategy, data, recipe, controller, evaluation, *, start_ti
         "global_batch_size": config.batch_size,
         "strategy": strategies.name_of(strategy),
         "num_replicas": strategy.num_replicas_in_sync,
-        "data_source": data.source,
-        "num_train_examples": len(data.x_train),
-        "num_validation_examples": 0 if data.x_val is None else len(data.x_val),
-        "num_test_examples": len(data.x_test),
+        "data": data.spec.get("data"),
+        "input": input_record(data, preprocess, signature.outputs),
+        "num_train_examples": data.train.num_examples,
+        "num_validation_examples": 0 if data.validation is None else data.validation.num_examples,
+        "num_test_examples": data.test.num_examples,
         "wall_seconds": round(time.time() - start_time, 2),
         "memory_by_device": model_parallel.memory_by_device(controller.trainer.model,
                                                             controller.trainer.optimizer),

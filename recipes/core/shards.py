@@ -1,0 +1,145 @@
+"""Writing data once as sharded TFRecords with a schema, so that `--data=DIR` streams
+it back: what `python -m recipes.prepare` and `data.from_dataset` do.
+
+    DIR/schema.json                      what the features are, the class names, and per
+                                         split its shards with their record counts and
+                                         block offsets (so no reader scans them again)
+    DIR/train-00000-of-00004.tfrecord    tf.train.Examples: x (raw bytes), y (int64)
+
+tfds' own builders write such shards too (`tfds.dataset_builders.store_as_tfds_dataset`),
+but they need the whole split in memory as NumPy or a generator they iterate in one
+process, and they keep no block offsets; this writer streams any `Data` split, names
+each shard under a temporary name until it is whole, and skips the shards a killed
+run already finished.
+"""
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from recipes.core import sources
+from recipes.core.errors import RecipeError, first_line
+
+
+def shard_names(split, shards):
+    return [f"{split}-{i:05d}-of-{shards:05d}.tfrecord" for i in range(shards)]
+
+
+def _example(x, y):
+    return tf.train.Example(features=tf.train.Features(feature={
+        "x": tf.train.Feature(bytes_list=tf.train.BytesList(value=[x.tobytes()])),
+        "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y)]))})).SerializeToString()
+
+
+def _write_shard(path, batches, count, progress):
+    """Writes `count` examples (None: all) from `batches` to `path` (under a temporary
+    name, renamed when whole); returns its index entry (records, block offsets)."""
+    partial = path + ".partial"
+    offsets, written, position = [], 0, 0
+    with tf.io.TFRecordWriter(partial) as writer:
+        for x, y in batches:
+            for xi, yi in zip(x, y):
+                record = _example(xi, yi)
+                if written % sources.BLOCK_SIZE == 0:
+                    offsets.append(position)
+                writer.write(record)
+                position += 16 + len(record)  # TFRecord's framing: length, CRC, data, CRC.
+                written += 1
+                if progress is not None:
+                    progress.add(1)
+                if written == count:
+                    break
+            if written == count:
+                break
+    if count is None and not written:
+        raise RecipeError(f"{path}: the data holds no examples")
+    tf.io.gfile.rename(partial, path, overwrite=True)
+    return [written, offsets]
+
+
+def write(folder, data, *, shards=1, progress=True, source=None):
+    """Writes every split of `data` (a `data.Data`) into `folder` as `shards` TFRecord
+    shards each, in a fixed shuffled order, then schema.json. A rerun after a kill keeps
+    the shards that were finished (their index sits beside them until schema.json is
+    written) and writes the rest. Returns the schema."""
+    from recipes.core import data as data_lib
+
+    if shards < 1:
+        raise RecipeError(f"--shards must be at least 1; received {shards}")
+    tf.io.gfile.makedirs(folder)
+    schema_path = os.path.join(folder, sources.SCHEMA)
+    x_spec = data.x_spec
+    schema = {"format": sources.SCHEMA_FORMAT, "x": "x", "label": "y", "source": source,
+              "features": {"x": {"kind": "raw", "dtype": x_spec.dtype.name, "shape": x_spec.shape.as_list()},
+                           "y": {"kind": "int64", "shape": []}},
+              "class_names": list(data.class_names or ()), "splits": {}}
+    for split in sources.SPLITS:
+        part = getattr(data, split)
+        if part is None:
+            continue
+        total = part.num_examples
+        count = min(shards, total)
+        names = shard_names(split, count)
+        sizes = [total * (i + 1) // count - total * i // count for i in range(count)]
+        bar = keras.utils.Progbar(total, unit_name="example") if progress else None
+        if bar is not None:
+            print(f"{split}: {total:,} examples into {count} shard(s)")
+        stream = data_lib.records(part, seed=0)  # One epoch, shuffled (fixed).
+        index = {}
+        done = 0
+        for name, size in zip(names, sizes):
+            path = os.path.join(folder, name)
+            finished = path + ".index.json"
+            if tf.io.gfile.exists(path) and tf.io.gfile.exists(finished):
+                with tf.io.gfile.GFile(finished) as f:
+                    index[name] = json.load(f)
+                done += size
+                if bar is not None:
+                    bar.add(size)
+                continue
+            batches = stream.skip(done).take(size).batch(1024).map(
+                lambda _, records, source=part.source: source.decode_batch(records),
+                num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator()
+            try:
+                index[name] = _write_shard(path, batches, size, bar)
+            except tf.errors.OpError as e:
+                raise RecipeError(f"{part.source.name}: a record cannot be read ({first_line(e.message, 120)}); "
+                                  f"the shards written so far are kept: fix the data and run again") from None
+            with tf.io.gfile.GFile(finished, "w") as f:
+                json.dump(index[name], f)
+            done += size
+        schema["splits"][split] = {"files": names, "index": index}
+    with tf.io.gfile.GFile(schema_path + ".partial", "w") as f:
+        json.dump(schema, f, indent=1)
+    tf.io.gfile.rename(schema_path + ".partial", schema_path, overwrite=True)
+    for split in schema["splits"].values():
+        for name in split["files"]:
+            tf.io.gfile.remove(os.path.join(folder, name) + ".index.json")
+    return schema
+
+
+def write_datasets(folder, datasets, *, class_names=None):
+    """Writes {split: tf.data.Dataset of (x, y)} (None for a split that is absent) into
+    `folder` as one shard each and schema.json, streaming: nothing is held whole."""
+    schema = {"format": sources.SCHEMA_FORMAT, "x": "x", "label": "y", "source": "tf.data.Dataset",
+              "class_names": list(class_names or ()), "splits": {}}
+    for split, dataset in datasets.items():
+        if dataset is None:
+            continue
+        if not isinstance(dataset, tf.data.Dataset) or len(dataset.element_spec) != 2:
+            raise TypeError(f"the {split} data must be a tf.data.Dataset of (x, y) pairs. "
+                            f"Received: {dataset!r}")
+        x_spec = dataset.element_spec[0]
+        if not x_spec.shape.is_fully_defined():
+            raise ValueError(f"every x of the {split} data must have one static shape. Received: {x_spec}")
+        features = {"x": {"kind": "raw", "dtype": x_spec.dtype.name, "shape": x_spec.shape.as_list()},
+                    "y": {"kind": "int64", "shape": []}}
+        if schema.setdefault("features", features) != features:
+            raise ValueError(f"the {split} data's x is {x_spec}; the training data's is "
+                             f"{schema['features']['x']}")
+        name = shard_names(split, 1)[0]
+        index = _write_shard(os.path.join(folder, name), dataset.batch(1024).as_numpy_iterator(), None, None)
+        schema["splits"][split] = {"files": [name], "index": {name: index}}
+    with tf.io.gfile.GFile(os.path.join(folder, sources.SCHEMA), "w") as f:
+        json.dump(schema, f)

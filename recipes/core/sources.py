@@ -1,0 +1,569 @@
+"""The user's data opened where it lies: a `--data` value -> a `Source` for each
+split it holds. Nothing is read whole: a source says how many records it has,
+in which files, and how to read any run of them (a block) and decode it.
+
+    --data=sample                  the recipe's bundled sample (real data that packages ship)
+    --data=digits/                 class folders of images, or train/ test/ [validation/] of them
+    --data=shards/                 TFRecords written by `python -m recipes.prepare` (schema.json)
+    --data='shards/*.tfrecord'     TFRecord files by glob (a schema.json beside them, or the
+                                   first record's features)
+    --data=wine.csv                a CSV file, with --label_column
+    --data=arrays/  --data=a.npz   x.npy and y.npy (memory-mapped), or an .npz of x and y
+    --data=mnist  --data=tfds:cifar10   any tensorflow-datasets name, from --data_dir
+
+Where a well-kept library reads the format, it reads it here too: tf.data's
+TFRecord reader (from a byte offset, so a block is one seek), `tf.io.decode_image`,
+`tf.io.decode_csv`, `tf.io.parse_example`, tensorflow-datasets' own builders and
+feature decoding. What is written by hand is the block index (record counts and
+offsets) that makes every block readable on its own; see `recipes/core/data.py`.
+"""
+import csv
+import dataclasses
+import glob
+import json
+import os
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+from recipes.core.errors import RecipeError, first_line
+
+# Records read as one unit: the grain of per-epoch shuffling, of worker sharding and of resume.
+BLOCK_SIZE = 256
+# A random-access source (images, arrays) is read in a fixed shuffled order, whatever
+# --seed, so that a block holds every class even when the files are sorted by class.
+ORDER_SEED = 0
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+SCHEMA = "schema.json"
+SCHEMA_FORMAT = "recipes.tfrecord/1"
+SPLITS = ("train", "validation", "test")
+LABEL_NAMES = ("label", "y")  # The label feature of a TFRecord without a schema, by default.
+# Images whose every pixel is checked (fully decoded) before training; above it, only the headers.
+DECODE_CHECK_LIMIT = 20_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Records addressable by index and read in blocks.
+
+    Attributes:
+      name: what the user passed, for messages (a path, a glob or a dataset name).
+      blocks: int64 [K, 4]: (shard, first record in the shard, records, index of
+        the first record); every record of the source is in exactly one block.
+      x_spec, y_spec: one raw example and its label, as decoded.
+      class_names: the classes' names in label order, or None (labels are ids).
+      read: `(shard, start, count) -> tf.data.Dataset` of encoded records (tensors
+        in, so that it runs inside tf.data).
+      decode_batch: a batch of records -> (x, y).
+      files: the files it reads, for messages.
+      service: whether tf.data service workers can run the reading (no Python in it).
+    """
+
+    name: str
+    blocks: np.ndarray
+    x_spec: tf.TensorSpec
+    y_spec: tf.TensorSpec
+    class_names: tuple
+    read: object
+    decode_batch: object
+    files: tuple = ()
+    service: bool = True
+
+    @property
+    def num_records(self):
+        return int(self.blocks[:, 2].sum())
+
+
+def _blocks(counts, block_size=BLOCK_SIZE):
+    """The block table of shards holding `counts` records each."""
+    rows, index = [], 0
+    for shard, count in enumerate(counts):
+        for start in range(0, count, block_size):
+            length = min(block_size, count - start)
+            rows.append((shard, start, length, index + start))
+        index += count
+    return np.asarray(rows, np.int64).reshape(-1, 4)
+
+
+def _order(count):
+    """The fixed shuffled order a random-access source is read in."""
+    return np.random.default_rng(ORDER_SEED).permutation(count)
+
+
+# NumPy arrays: in memory, memory-mapped .npy, or an .npz.
+
+def from_arrays(x, y, name, class_names=None):
+    """A source over arrays `x` [N, ...] and `y` [N] (NumPy, or memory-mapped: rows are
+    gathered a batch at a time, so a memory-mapped file is never read whole)."""
+    if len(x) != len(y):
+        raise RecipeError(f"{name}: x has {len(x)} examples and y {len(y)}; they must match")
+    if len(x) == 0:
+        raise RecipeError(f"{name} holds no examples")
+    order = _order(len(x))
+    x_spec = tf.TensorSpec(x.shape[1:], tf.as_dtype(x.dtype))
+    y_spec = tf.TensorSpec(y.shape[1:], tf.as_dtype(y.dtype))
+
+    def gather(positions):
+        rows = order[positions]
+        sort = np.argsort(rows)  # A memory-mapped file reads fastest in file order.
+        xb, yb = np.empty((len(rows),) + x.shape[1:], x.dtype), np.empty((len(rows),) + y.shape[1:], y.dtype)
+        xb[sort], yb[sort] = x[rows[sort]], y[rows[sort]]
+        return xb, yb
+
+    def decode_batch(positions):
+        # Python reads the rows: tf.data has no reader for a memory-mapped array.
+        xb, yb = tf.numpy_function(gather, [positions], [x_spec.dtype, y_spec.dtype], stateful=False)
+        return (tf.ensure_shape(xb, [None, *x_spec.shape]), tf.ensure_shape(yb, [None, *y_spec.shape]))
+
+    return Source(name, _blocks([len(x)]), x_spec, y_spec, class_names,
+                  read=lambda shard, start, count: tf.data.Dataset.range(start, start + count),
+                  decode_batch=decode_batch, service=False)
+
+
+def open_numpy(path):
+    """A directory of x.npy and y.npy (memory-mapped), or an .npz holding x and y."""
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as archive:  # Compressed members cannot be mapped.
+                missing = {"x", "y"} - set(archive.files)
+                if missing:
+                    raise RecipeError(f"{path} holds arrays {sorted(archive.files)}; it needs x and y "
+                                      "(np.savez(path, x=..., y=...))")
+                x, y = archive["x"], archive["y"]
+        else:
+            for name in ("x.npy", "y.npy"):
+                if not os.path.isfile(os.path.join(path, name)):
+                    raise RecipeError(f"{path} has no {name}; a NumPy directory holds x.npy and y.npy")
+            x, y = (np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r", allow_pickle=False)
+                    for name in ("x", "y"))
+    except (ValueError, OSError) as e:
+        raise RecipeError(f"{path} cannot be read as NumPy arrays ({first_line(e, 100)})") from None
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise RecipeError(f"{path}: y must hold one integer class id per example; it is "
+                          f"{y.dtype} of shape {list(y.shape)}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise RecipeError(f"{path}: x must be numeric; it is {x.dtype}")
+    return from_arrays(x, y.astype(np.int32) if y.dtype != np.int32 else y, path)
+
+
+# Images: class folders.
+
+def image_files(folder):
+    """(paths, labels, class names) of a folder of class subfolders of images."""
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for root, _, files in sorted(os.walk(os.path.join(folder, name))):
+            for file in sorted(files):
+                if file.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(root, file))
+                    labels.append(label)
+    return paths, np.asarray(labels, np.int32), tuple(classes)
+
+
+def check_images(paths, name):
+    """The shape (height, width, channels) all of `paths` share, checked with Pillow
+    before training: a file that is not an image, or of another size, is a one-line
+    error naming it. Up to DECODE_CHECK_LIMIT images are decoded whole; beyond that
+    only their headers are read (a damaged body then stops the run mid-stream)."""
+    from PIL import Image, UnidentifiedImageError
+
+    shape = None
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as image:
+                if i < DECODE_CHECK_LIMIT:
+                    image.load()
+                channels = 1 if image.mode in ("L", "1", "I", "I;16", "F", "P") else (
+                    4 if image.mode in ("RGBA", "LA") else 3)
+                if image.mode == "P":  # Palette images decode to RGB.
+                    channels = 3
+                size = (image.height, image.width, channels)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise RecipeError(f"{path} cannot be decoded as an image ({first_line(e, 80)}); "
+                              "remove or replace it") from None
+        if shape is None:
+            shape, first = size, path
+        elif size[:2] != shape[:2]:
+            raise RecipeError(
+                f"{path} is {size[1]}x{size[0]} pixels but {first} is {shape[1]}x{shape[0]}; the "
+                f"recipes do not resize: resize {name} to one size first")
+        else:
+            shape = shape[:2] + (max(shape[2], size[2]),)  # Grey and colour mixed: read all in colour.
+    return shape
+
+
+def open_image_folder(folder, class_names=None):
+    """A folder of class subfolders of PNG, JPEG, GIF or BMP images; the classes are
+    the folder names (or `class_names`, another split's, which these must match)."""
+    paths, labels, classes = image_files(folder)
+    if not paths:
+        raise RecipeError(f"{folder} holds no images in class subfolders (folder/CLASS/*.png, "
+                          f"{', '.join(IMAGE_EXTENSIONS)})")
+    if len(classes) < 2:
+        raise RecipeError(f"{folder} has {len(classes)} class folder ({', '.join(classes)}); a "
+                          "classifier needs at least two, one folder per class")
+    if class_names is not None and classes != tuple(class_names):
+        raise RecipeError(f"{folder} has classes {list(classes)}, but the training data has "
+                          f"{list(class_names)}; every split needs the same class folders")
+    height, width, channels = check_images(paths, folder)
+    order = _order(len(paths))
+    paths, labels = tf.constant(np.asarray(paths)[order]), tf.constant(labels[order])
+
+    def read(shard, start, count):
+        del shard  # One list of files.
+        return tf.data.Dataset.range(start, start + count).map(
+            lambda i: (tf.gather(paths, i), tf.gather(labels, i)))
+
+    def decode_one(path, label):
+        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
+        return tf.ensure_shape(image, [height, width, channels]), label
+
+    def decode_batch(records):
+        return tf.map_fn(lambda record: decode_one(*record), records,
+                         fn_output_signature=(tf.TensorSpec([height, width, channels], tf.uint8),
+                                              tf.TensorSpec([], tf.int32)))
+
+    x_shape = [height, width] if channels == 1 else [height, width, channels]
+    return Source(folder, _blocks([len(order)]), tf.TensorSpec(x_shape, tf.uint8),
+                  tf.TensorSpec([], tf.int32), classes, read,
+                  _squeezed(decode_batch, channels == 1), files=(folder,))
+
+
+def _squeezed(decode_batch, grey):
+    """Grey images as [N, H, W], the layout of the bundled digits and MNIST."""
+    if not grey:
+        return decode_batch
+    return lambda records: (lambda x, y: (x[..., 0], y))(*decode_batch(records))
+
+
+# TFRecord files of tf.train.Example.
+
+def _record_offsets(path, block_size=BLOCK_SIZE):
+    """(records, byte offset of every block's first record) of a TFRecord file, from
+    its length headers alone (TFRecord frames each record as an 8-byte length, a
+    4-byte CRC, the data and a 4-byte CRC). tf.data cannot tell a file's length or
+    start mid-file without this index; a truncated file is a one-line error."""
+    offsets, count, position = [], 0, 0
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            size = f.size()
+            while position < size:
+                header = f.read(8)
+                if len(header) < 8:
+                    break
+                length, = struct.unpack("<Q", header)
+                if count % block_size == 0:
+                    offsets.append(position)
+                position += 16 + length
+                count += 1
+                f.seek(position)
+    except (tf.errors.OpError, OSError) as e:
+        raise RecipeError(f"{path} cannot be read ({first_line(getattr(e, 'message', e), 100)})") from None
+    if position != size:
+        raise RecipeError(f"{path} is truncated or not a TFRecord file (its record {count} runs past "
+                          "the end); write it again, or remove it")
+    return count, offsets
+
+
+def _infer_schema(path, label_column):
+    """The schema of a TFRecord file without schema.json, from its first record: the
+    label feature (`label_column`, else `label` or `y`) and the one other feature."""
+    try:
+        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    except tf.errors.OpError as e:
+        raise RecipeError(f"{path} cannot be read as TFRecords ({first_line(e.message, 100)})") from None
+    if first is None:
+        raise RecipeError(f"{path} holds no records")
+    example = tf.train.Example()
+    try:
+        example.ParseFromString(first.numpy())
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError, whatever its module.
+        raise RecipeError(f"{path}: its first record is not a tf.train.Example") from None
+    features = dict(example.features.feature)
+    names = [label_column] if label_column else list(LABEL_NAMES)
+    label = next((name for name in names if name in features), None)
+    if label is None:
+        raise RecipeError(f"{path}: no label feature ({' or '.join(names)}) among its features "
+                          f"{sorted(features)}; pass --label_column=NAME or write a {SCHEMA} beside it")
+    others = sorted(set(features) - {label})
+    if len(others) != 1:
+        raise RecipeError(f"{path}: features {others} beside the label {label!r}; the input must be one "
+                          f"feature: describe it in a {SCHEMA} beside the files (recipes.prepare writes one)")
+    spec = {label: {"kind": "int64", "shape": []}}
+    feature = features[others[0]]
+    kind = feature.WhichOneof("kind")
+    if kind == "bytes_list":
+        contents = feature.bytes_list.value[0]
+        try:
+            image = tf.io.decode_image(contents, expand_animations=False)
+        except tf.errors.OpError:
+            raise RecipeError(f"{path}: feature {others[0]!r} holds bytes that are not an encoded image; "
+                              f"describe its dtype and shape in a {SCHEMA} beside the files") from None
+        spec[others[0]] = {"kind": "image", "shape": list(image.shape), "dtype": "uint8"}
+    else:
+        values = getattr(feature, kind).value
+        spec[others[0]] = {"kind": "float" if kind == "float_list" else "int64", "shape": [len(values)]}
+    return {"format": SCHEMA_FORMAT, "features": spec, "x": others[0], "label": label}
+
+
+def read_schema(folder):
+    """`folder`'s schema.json, or None; a damaged one is a one-line error."""
+    path = os.path.join(folder, SCHEMA)
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            schema = json.load(f)
+        if schema.get("format") != SCHEMA_FORMAT:
+            raise ValueError(f"format is not {SCHEMA_FORMAT}")
+        schema["features"][schema["x"]], schema["features"][schema["label"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RecipeError(f"{path} cannot be read as a schema ({first_line(e, 80)}); write the "
+                          "data again with python -m recipes.prepare") from None
+    return schema
+
+
+def open_tfrecords(files, name, schema=None, label_column=None, index=None):
+    """TFRecord `files` of tf.train.Examples described by `schema` (from schema.json,
+    else the first record's features). `index` ({file: (count, offsets)}), written by
+    recipes.prepare, spares scanning the files' headers."""
+    files = sorted(files)
+    schema = schema or _infer_schema(files[0], label_column)
+    counts, offsets = [], []
+    for path in files:
+        count, block_offsets = (index or {}).get(os.path.basename(path)) or _record_offsets(path)
+        counts.append(count)
+        offsets.extend(block_offsets)
+    if not sum(counts):
+        raise RecipeError(f"{name} holds no records")
+    blocks = _blocks(counts)
+    file_table, offset_table = tf.constant(files), tf.constant(np.asarray(offsets, np.int64))
+    # Block i of the table starts at byte offset_table[i]; a block's row says where it starts.
+    block_of = {(int(shard), int(start)): i for i, (shard, start, _, _) in enumerate(blocks)}
+    first_block = tf.constant(np.asarray([block_of[(s, 0)] for s in range(len(files))], np.int64))
+
+    def read(shard, start, count):
+        # A run that begins mid-block (a resume) seeks to its block and skips the rest.
+        block = tf.gather(first_block, shard) + start // BLOCK_SIZE
+        records = tf.data.experimental.from_variant(
+            tf.raw_ops.TFRecordDatasetV2(
+                filenames=tf.reshape(tf.gather(file_table, shard), [1]), compression_type="",
+                buffer_size=256 * 1024, byte_offsets=tf.reshape(tf.gather(offset_table, block), [1])),
+            tf.TensorSpec([], tf.string))
+        return records.skip(start % BLOCK_SIZE).take(count)
+
+    x_spec, y_spec, decode_batch = _example_decoder(schema)
+    return Source(name, blocks, x_spec, y_spec, tuple(schema.get("class_names") or ()) or None,
+                  read, decode_batch, files=tuple(files))
+
+
+def _example_decoder(schema):
+    """(x spec, y spec, decode_batch) for tf.train.Examples described by `schema`."""
+    x_name, label = schema["x"], schema["label"]
+    x_feature = schema["features"][x_name]
+    shape = [int(d) for d in x_feature["shape"]]
+    kind = x_feature["kind"]
+    description = {label: tf.io.FixedLenFeature([], tf.int64)}
+    if kind in ("raw", "image"):
+        description[x_name] = tf.io.FixedLenFeature([], tf.string)
+    else:
+        description[x_name] = tf.io.FixedLenFeature(
+            [int(np.prod(shape))], tf.float32 if kind == "float" else tf.int64)
+    dtype = tf.as_dtype(x_feature.get("dtype", "float32" if kind == "float" else "int64"))
+    channels = shape[2] if len(shape) == 3 else 1
+
+    def decode_batch(records):
+        parsed = tf.io.parse_example(records, description)
+        y = tf.cast(parsed[label], tf.int32)
+        if kind == "raw":
+            x = tf.reshape(tf.io.decode_raw(parsed[x_name], dtype), [-1, *shape])
+        elif kind == "image":
+            x = tf.map_fn(lambda b: tf.io.decode_image(b, channels=channels, expand_animations=False),
+                          parsed[x_name], fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8))
+            x = tf.reshape(x, [-1, *shape])
+        else:
+            x = tf.reshape(tf.cast(parsed[x_name], dtype), [-1, *shape])
+        return x, y
+
+    return tf.TensorSpec(shape, dtype), tf.TensorSpec([], tf.int32), decode_batch
+
+
+# CSV files.
+
+def open_csv(path, label_column, class_names=None):
+    """A CSV file with a header row: numeric feature columns and `label_column` (integer
+    class ids, or names). One pass in Python checks every cell, counts the rows and
+    notes where each block starts; blocks are then read by byte range."""
+    if not label_column:
+        raise RecipeError(f"{path} is a CSV file: pass --label_column=NAME, the column of class labels")
+    offsets, labels, count = [], set(), 0
+    try:
+        with open(path, newline="") as f:
+            header = next(csv.reader([f.readline()]), None)
+            if not header or label_column not in header:
+                raise RecipeError(f"{path} has no column {label_column!r} (its columns: "
+                                  f"{', '.join(header or [])}); pass --label_column= one of them")
+            label_index = header.index(label_column)
+            while True:
+                position = f.tell()
+                line = f.readline()
+                if not line:
+                    break
+                if not line.strip():
+                    continue
+                cells = next(csv.reader([line]))
+                if len(cells) != len(header):
+                    raise RecipeError(f"{path}, line {count + 2}: {len(cells)} cells for {len(header)} "
+                                      "columns; fix the row")
+                for column, cell in enumerate(cells):
+                    if column == label_index:
+                        labels.add(cell.strip())
+                        continue
+                    try:
+                        float(cell)
+                    except ValueError:
+                        raise RecipeError(
+                            f"{path}, line {count + 2}, column {header[column]!r}: {cell!r} is not a "
+                            "number; the features must be numeric (encode or drop that column)") from None
+                if count % BLOCK_SIZE == 0:
+                    offsets.append(position)
+                count += 1
+            end = f.tell()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path} cannot be read as CSV text ({first_line(e, 80)})") from None
+    if count == 0:
+        raise RecipeError(f"{path} has a header and no rows")
+    numeric = all(_is_int(label) for label in labels)
+    if class_names is None:
+        class_names = (tuple(str(i) for i in range(max(int(v) for v in labels) + 1)) if numeric
+                       else tuple(sorted(labels)))
+    ids = ({str(i): i for i in range(len(class_names))} if numeric
+           else {name: i for i, name in enumerate(class_names)})
+    unknown = sorted(label for label in labels if (str(int(label)) if numeric else label) not in ids)
+    if unknown:
+        raise RecipeError(f"{path}: labels {unknown[:5]} in column {label_column!r} are not among the "
+                          f"training data's classes {list(class_names)[:10]}")
+    num_features = len(header) - 1
+    ends = offsets[1:] + [end]
+    table = tf.constant(np.asarray([offsets, ends], np.int64).T)
+    lookup = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(ids)), tf.constant(list(ids.values()), tf.int32)),
+        default_value=-1)
+
+    def block_lines(block):
+        begin, stop = table[block][0], table[block][1]
+        # Python reads the byte range: tf.data's CSV and text readers cannot start mid-file.
+        text = tf.numpy_function(lambda b, e: _read_range(path, b, e), [begin, stop], tf.string,
+                                 stateful=False)
+        lines = tf.strings.split(tf.reshape(text, []), "\n")
+        return tf.data.Dataset.from_tensor_slices(tf.boolean_mask(lines, tf.strings.length(
+            tf.strings.strip(lines)) > 0))
+
+    def read(shard, start, count):
+        del shard
+        return block_lines(start // BLOCK_SIZE).skip(start % BLOCK_SIZE).take(count)
+
+    defaults = [[""] if column == label_index else [0.0] for column in range(len(header))]
+
+    def decode_batch(lines):
+        cells = tf.io.decode_csv(lines, defaults)
+        features = tf.stack([cells[c] for c in range(len(header)) if c != label_index], axis=1)
+        label = tf.strings.strip(cells[label_index])
+        if numeric:
+            label = tf.strings.as_string(tf.strings.to_number(label, tf.int64))
+        return tf.ensure_shape(features, [None, num_features]), lookup.lookup(label)
+
+    return Source(path, _blocks([count]), tf.TensorSpec([num_features], tf.float32),
+                  tf.TensorSpec([], tf.int32), tuple(class_names), read, decode_batch,
+                  files=(path,), service=False)
+
+
+def _is_int(text):
+    try:
+        return float(text) == int(float(text)) and int(float(text)) >= 0
+    except ValueError:
+        return False
+
+
+def _read_range(path, begin, end):
+    with open(path, "rb") as f:
+        f.seek(int(begin))
+        return np.asarray(f.read(int(end) - int(begin)), dtype=object)
+
+
+# tensorflow-datasets.
+
+def open_tfds(name, data_dir, network_available):
+    """{split: Source} of a tensorflow-datasets dataset prepared in `data_dir`, read
+    from its TFRecord shards and decoded by its own features. One that is not prepared
+    is downloaded and prepared first when the network is up."""
+    import tensorflow_datasets as tfds  # Imported here: only this source needs it.
+
+    try:
+        if data_dir and "://" in data_dir and not network_available():
+            raise OSError("the network is unreachable")
+        builder = tfds.builder(name, data_dir=data_dir)
+        prepared = builder.is_prepared()
+    except tfds.core.registered.DatasetNotFoundError:
+        raise RecipeError(f"--data={name} is neither a path that exists nor a tensorflow-datasets "
+                          "name; pass a folder, file or glob of your data, or a dataset from "
+                          "tfds.list_builders()") from None
+    except (tf.errors.OpError, OSError) as e:
+        raise RecipeError(f"--data_dir={data_dir} cannot be read ({first_line(getattr(e, 'message', e), 120)}); "
+                          "pass a --data_dir that can be read") from None
+    if not prepared:
+        if not network_available():
+            raise RecipeError(f"{name} is not prepared in {builder.data_dir} and the network is "
+                              f"unreachable; prepare it on a connected machine (tfds build {name} "
+                              "--data_dir=DIR) and pass --data_dir=DIR, or use --data=sample")
+        builder.download_and_prepare()
+    info = builder.info
+    if info.supervised_keys is None or len(info.supervised_keys) != 2:
+        raise RecipeError(f"{name} has no (input, label) pair in tensorflow-datasets; the recipes "
+                          "here train on supervised datasets")
+    x_key, y_key = info.supervised_keys
+    x_feature, y_feature = info.features[x_key], info.features[y_key]
+    class_names = tuple(y_feature.names) if hasattr(y_feature, "names") else None
+    shape = [d for d in x_feature.shape]
+    if len(shape) == 3 and shape[-1] == 1:
+        shape = shape[:2]  # Grey images: [28, 28, 1] -> [28, 28], as the bundled digits.
+    x_spec = tf.TensorSpec(shape, tf.as_dtype(x_feature.dtype))
+
+    def decode_batch(records):
+        def one(record):
+            example = info.features.deserialize_example(record)
+            return tf.reshape(example[x_key], shape), tf.cast(example[y_key], tf.int32)
+        return tf.map_fn(one, records, fn_output_signature=(x_spec, tf.TensorSpec([], tf.int32)))
+
+    sources = {}
+    for split, split_info in info.splits.items():
+        if split not in SPLITS:
+            continue
+        files = [os.path.join(builder.data_dir, f) for f in split_info.filenames]
+        generic = open_tfrecords(files, f"{name} ({split})", schema=_RAW_SCHEMA)
+        source = dataclasses.replace(generic, x_spec=x_spec, class_names=class_names,
+                                     decode_batch=decode_batch)
+        sources[split] = source
+    if "train" not in sources:
+        raise RecipeError(f"{name} has no train split (it has {', '.join(info.splits)})")
+    return sources
+
+
+# A schema whose decoding is replaced (tensorflow-datasets decodes its own records).
+_RAW_SCHEMA = {"format": SCHEMA_FORMAT, "x": "x", "label": "label",
+               "features": {"x": {"kind": "raw", "shape": [1], "dtype": "uint8"},
+                            "label": {"kind": "int64", "shape": []}}}
+
+
+# What a --data value names.
+
+def expand(pattern):
+    """The files a path or glob names, sorted; none is a one-line error."""
+    files = sorted(tf.io.gfile.glob(pattern)) if any(c in pattern for c in "*?[") else (
+        [pattern] if tf.io.gfile.exists(pattern) else [])
+    if not files:
+        raise RecipeError(f"--data={pattern} matches no file or folder; check the path (relative "
+                          f"to {os.getcwd()})")
+    return files
