@@ -23,7 +23,7 @@ strategies.configure_cpu_devices(SPLIT_CPU_DEVICES)
 @pytest.fixture(scope="session")
 def mnist():
     from recipes.core import data
-    return data.load_mnist("sample")
+    return data.load_mnist()
 
 
 @pytest.fixture(params=["default", "mirrored"])

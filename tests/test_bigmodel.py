@@ -26,7 +26,7 @@ if task == "breast_cancer":
                   recall=metrics.recall_score(y, predicted), f1=metrics.f1_score(y, predicted),
                   auc=metrics.roc_auc_score(y, p))
 else:
-    split = data.load_mnist("sample")
+    split = data.load_mnist()
     p = model.predict(split.x_test / np.float32(255), verbose=0)
     y, predicted = split.y_test, p.argmax(axis=-1)
     scores = dict(accuracy=metrics.accuracy_score(y, predicted),

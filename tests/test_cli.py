@@ -34,7 +34,7 @@ def test_main_job_trains_the_articles_net_past_93_5_percent(tmp_path):
 import json, keras, numpy as np
 import models  # What a user imports first.
 from recipes.core import data
-mnist = data.load_mnist("sample")
+mnist = data.load_mnist()
 out = []
 for seed in (0, 1, 2):
     model = keras.models.load_model("{tmp_path}/%d/model.keras" % seed)

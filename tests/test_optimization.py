@@ -68,7 +68,7 @@ def _one_step_update(tmp_path, strategy, **clipping):
     config = TrainConfig(model_dir=str(tmp_path), optimizer="sgd", learning_rate=1.0,
                                batch_size=64, **clipping)
     train.set_up_run(config)
-    mnist_data = data.load_mnist("sample")
+    mnist_data = data.load_mnist()
     with strategy.scope():
         model = models.mnist_dense(hidden_units=(32,))
         optimizer = optimization.make_optimizer(config)
@@ -113,7 +113,7 @@ def _mnist_run(model_dir, strategy_name, **overrides):
     config = TrainConfig(model_dir=str(model_dir), batch_size=64, seed=3, train_steps=10,
                                steps_per_loop=5, **overrides)
     strategy = shared_strategy(strategy_name)
-    train_mnist_net(config, strategy, data.load_mnist("sample"))
+    train_mnist_net(config, strategy, data.load_mnist())
     return keras.models.load_model(os.path.join(model_dir, "model.keras")).get_weights()
 
 

@@ -243,7 +243,10 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
     sets up the input, the summaries and the hooks of the loop."""
     model, optimizer, model_dir = trainer.model, trainer.optimizer, config.model_dir
     preprocess, augment = preparation
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **trainer.objective.checkpointed())
+    pipeline_batch = config.batch_size // strategies.num_input_pipelines(strategy)
+    input_state = data_lib.InputState(pipeline_batch)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, input=input_state,
+                                     **trainer.objective.checkpointed())
     latest = fault_tolerance.latest_checkpoint(os.path.join(model_dir, "checkpoints"), repair=chief)
     if chief and latest:
         run_dir.check_settings(model_dir, settings)
@@ -254,6 +257,7 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
     if chief:
         run_dir.record_settings(model_dir, settings)
     start_step = int(optimizer.iterations.numpy())
+    start_record = input_state.start(start_step)
     if start_step:
         print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
               "delete the directory or pass another --model_dir to start over.")
@@ -273,11 +277,12 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
           f"{config.batch_size} ({config.batch_size // replicas} per replica); {plan.total_steps} "
           f"steps of {steps_per_epoch} per epoch.")
     train_ds = data_lib.train_dataset(strategy, data.train, config.batch_size, preprocess=preprocess,
-                                      seed=config.seed, start_step=start_step, augment=augment,
+                                      seed=config.seed, start_step=start_step, start_record=start_record,
+                                      augment=augment,
                                       data_service=config.data_service)
     validation = None if data.validation is None else data_lib.eval_dataset(
         strategy, data.validation, config.batch_size, preprocess=preprocess)
-    hooks = [loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(
+    hooks = [input_state.hook(), loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(
         strategy, checkpoint, model_dir, signals.terminate)))),
         loop.InterruptHook(signals.interrupt, can_save=strategies.name_of(strategy) != "multi_worker")]
     if config.early_stopping_patience:

@@ -1,0 +1,302 @@
+"""The input pipelines: a split's records as the shuffled, sharded, resumable stream
+that feeds the replicas, and the padded, in-order stream that evaluates them.
+
+    split = data.open_data("shards/").train
+    train_ds = pipeline.train_dataset(strategy, split, 64, preprocess=..., seed=0, start_step=s)
+    test_ds, steps = pipeline.eval_dataset(strategy, data.test, 64, preprocess=...)
+
+Written by hand on tf.data, because no library gives all of: a stream whose every
+position is arithmetic on record counts (so a resume is exact and costs the same at
+any step; `tf.train.Checkpoint(iterator=...)` stores a shuffle buffer whole and
+refuses a distributed iterator, tensorflow#56372), a worker's share of a single
+file (FILE auto-sharding hangs with fewer files than workers, tensorflow#35878), and
+the same batches on N replicas as on one device.
+"""
+import dataclasses
+import functools
+
+import numpy as np
+import tensorflow as tf
+
+import strategies
+from recipes.core import sources
+from recipes.core.errors import RecipeError
+
+CARVE_SEED = (20240, 24)  # The index permutation that decides which records are carved.
+# Blocks read at once, in parallel, and the records shuffled together (a bounded buffer).
+PARALLEL_BLOCKS = 4
+SHUFFLE_BLOCKS = 16
+SHUFFLE_RECORDS = SHUFFLE_BLOCKS * sources.BLOCK_SIZE
+# A block's row in a pipeline's plan: the source's (shard, start, count, first index),
+# then which of its kept records this pipeline reads: skip that many, take that many.
+SHARD, START, COUNT, FIRST, SKIP, TAKE = range(6)
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split: a source, or the part of it a carve keeps (records whose rank under
+    a fixed permutation of the source's indices is in [low, high))."""
+
+    source: sources.Source
+    keep: tuple = None
+
+    @functools.cached_property
+    def block_counts(self):
+        """Records this split keeps in each block of its source."""
+        blocks = self.source.blocks
+        if self.keep is None:
+            return blocks[:, COUNT].copy()
+        keep = np.zeros(self.source.num_records, bool)
+        for begin in range(0, len(keep), 1 << 20):  # In chunks: memory stays small.
+            ranks = _ranks(np.arange(begin, min(begin + (1 << 20), len(keep))), len(keep))
+            keep[begin:begin + len(ranks)] = (ranks >= self.keep[0]) & (ranks < self.keep[1])
+        order = np.argsort(blocks[:, FIRST])
+        counts = np.zeros(len(blocks), np.int64)
+        counts[order] = np.add.reduceat(keep, blocks[order, FIRST]) if len(blocks) else []
+        return counts
+
+    @property
+    def num_examples(self):
+        return int(self.block_counts.sum())
+
+    def plan(self, pipeline=0, num_pipelines=1):
+        """The blocks input pipeline `pipeline` of `num_pipelines` reads: a contiguous,
+        balanced share of the split's records (shares differ by at most one record), so
+        a worker reads only its own files, or its own part of a single file."""
+        counts = self.block_counts
+        total = int(counts.sum())
+        low, high = (total * pipeline // num_pipelines, total * (pipeline + 1) // num_pipelines)
+        ends = np.cumsum(counts)
+        begins = ends - counts
+        skip = np.clip(low - begins, 0, counts)
+        take = np.clip(np.minimum(ends, high) - begins - skip, 0, None)
+        rows = np.concatenate([self.source.blocks, skip[:, None], take[:, None]], axis=1)
+        return rows[take > 0]
+
+
+def _ranks(indices, count):
+    """Each record index's rank under the fixed carve permutation of [0, count)."""
+    return tf.random.experimental.index_shuffle(
+        tf.constant(indices, tf.int64), seed=tf.constant(CARVE_SEED, tf.int64),
+        max_index=count - 1).numpy()
+
+
+# The pipelines: what every replica is fed.
+
+def records(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipelines=1):
+    """The endless stream of (index, record) one input pipeline reads from `split`,
+    from position `start` (records since the run began), or with `shuffle=False` one
+    pass in order.
+
+    The stream is a pure function of (split, seed, pipeline): epoch e reads the
+    pipeline's blocks in an order permuted by (seed, e), `PARALLEL_BLOCKS` at once, and
+    shuffles every `SHUFFLE_RECORDS` consecutive records by (seed, e, group). So the
+    position of any record is arithmetic on the block counts: a resume starts at its
+    group's first block and skips fewer than `SHUFFLE_RECORDS` records, whatever the
+    position (no replay), and the whole input state is the step.
+    """
+    plan = split.plan(pipeline, num_pipelines)
+    if not len(plan):
+        raise RecipeError(f"{split.source.name} has fewer examples than input pipelines ({num_pipelines})")
+    source, keep, total = split.source, split.keep, int(plan[:, TAKE].sum())
+    rows = tf.constant(plan)
+
+    def read(row):
+        stream = source.read(row[SHARD], row[START], row[COUNT]).enumerate(row[FIRST])
+        if keep is not None:
+            count = source.num_records
+            stream = stream.filter(lambda index, _: _in_range(index, count, keep))
+        # One element per block, so that reading blocks in parallel keeps their order.
+        return stream.skip(row[SKIP]).take(row[TAKE]).batch(sources.BLOCK_SIZE)
+
+    def read_rows(table):
+        return tf.data.Dataset.from_tensor_slices(table).interleave(
+            read, cycle_length=PARALLEL_BLOCKS, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True).unbatch()
+
+    if not shuffle:
+        return read_rows(rows)
+
+    def epoch(number, position):
+        """Records of epoch `number` from `position` (records into it)."""
+        order = tf.gather(rows, tf.random.experimental.stateless_shuffle(
+            tf.range(len(plan), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), number])))
+        ends = tf.cumsum(order[:, TAKE])
+        group = position // SHUFFLE_RECORDS
+        first = group * SHUFFLE_RECORDS
+        block = tf.searchsorted(ends, [first], side="right")[0]
+        into = first - (ends[block] - order[block, TAKE])  # Records of that block already read.
+        order = tf.tensor_scatter_nd_add(order[block:], [[0, SKIP], [0, TAKE]], tf.stack([into, -into]))
+        groups = read_rows(order).batch(SHUFFLE_RECORDS).enumerate(group)
+        return groups.map(lambda g, batch: _shuffled(batch, [number, g], seed)).unbatch().skip(position - first)
+
+    first_epoch, position = divmod(start, total)
+    return tf.data.Dataset.range(first_epoch, first_epoch + (1 << 40)).map(
+        lambda number: (number, tf.where(number == first_epoch, tf.constant(position, tf.int64), 0))
+    ).flat_map(epoch)
+
+
+def _in_range(index, count, keep):
+    rank = tf.random.experimental.index_shuffle(index, seed=tf.constant(CARVE_SEED, tf.int64),
+                                                max_index=count - 1)
+    return (rank >= keep[0]) & (rank < keep[1])
+
+
+def _shuffled(batch, group, seed):
+    """A group's records in an order permuted by (seed, epoch, group)."""
+    indices, records_ = batch
+    size = tf.shape(indices, out_type=tf.int64)[0]
+    permutation = tf.random.experimental.stateless_shuffle(
+        tf.range(size), seed=tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + group[0], group[1]]))
+    return tf.gather(indices, permutation), tf.nest.map_structure(lambda t: tf.gather(t, permutation), records_)
+
+
+def _decoded(source, preprocess):
+    def decode(indices, batch):
+        x, y = source.decode_batch(batch)
+        return preprocess(x), y, indices
+    return decode
+
+
+def _replica_batches(dataset, global_batch_size, context):
+    """This pipeline's batches split into per-replica batches."""
+    per_replica = context.get_per_replica_batch_size(global_batch_size)
+    if global_batch_size // context.num_input_pipelines != per_replica:
+        dataset = dataset.rebatch(per_replica, drop_remainder=True)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start_step=0, start_record=None,
+                  augment=None, data_service=None, with_ids=False):
+    """An endless, shuffled, distributed stream of (x, y) global batches from `split`.
+
+    Each input pipeline (one per worker) reads its own share of the records
+    (`Split.plan`); with one pipeline (one device, mirrored, a TPU host), N replicas
+    split exactly the batch one device would take. `start_step` resumes the stream
+    where a run's checkpoint left it: no record repeated or skipped, and no replay
+    (`start_record`, this pipeline's records read so far, from the checkpoint's
+    `InputState`; default: `start_step` whole batches).
+    `augment(batch, seed)` changes each preprocessed batch with stateless ops seeded
+    by (`seed`, the step). `data_service` (grpc://host:port) runs the reading on
+    tf.data service workers, each record once per epoch (`distributed_epoch`).
+    `with_ids` adds each example's record index to its batch: (x, y, ids).
+    """
+    from recipes.core.config import check_batch_size
+
+    check_batch_size(global_batch_size, strategy.num_replicas_in_sync)
+    if data_service and strategies.num_input_pipelines(strategy) > 1:
+        raise RecipeError("--data_service feeds one input pipeline; with several workers "
+                          "(--strategy=multi_worker) each would read every record: leave one out")
+    source = split.source
+
+    def dataset_fn(context):
+        batch = global_batch_size // context.num_input_pipelines
+        if data_service:
+            stream = _service_records(split, seed, data_service)
+        else:
+            stream = records(split, seed=seed, start=start_step * batch if start_record is None else start_record,
+                             pipeline=context.input_pipeline_id, num_pipelines=context.num_input_pipelines)
+        stream = stream.batch(batch, drop_remainder=True)
+        stream = stream.map(_decoded(source, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
+        if augment is not None:
+            stream = stream.enumerate(start_step).map(
+                lambda step, batch_: (augment(batch_[0], tf.stack([tf.constant(seed, tf.int64), step])),
+                                      *batch_[1:]), num_parallel_calls=tf.data.AUTOTUNE)
+        if not with_ids:
+            stream = stream.map(lambda x, y, ids: (x, y))
+        return _replica_batches(stream, global_batch_size, context)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+class InputState(tf.Module):
+    """Where the input stream is, in the run's checkpoint: the records this input
+    pipeline has read. `records` makes that position the whole state of the stream
+    (a shuffle buffer or a file offset is recomputed from it), so it is one int64,
+    however large the data, and a resume costs the same at any position."""
+
+    def __init__(self, pipeline_batch):
+        super().__init__(name="input_state")
+        self.pipeline_batch = pipeline_batch
+        self.position = tf.Variable(-1, dtype=tf.int64, trainable=False, name="records_read")
+
+    def start(self, step):
+        """The record to resume from at `step`: the checkpoint's, or (a checkpoint
+        written before it held one) `step` whole batches."""
+        position = int(self.position.numpy())
+        return step * self.pipeline_batch if position < 0 else position
+
+    def hook(self):
+        """A loop hook that moves the position on with every call of the compiled loop,
+        before any checkpoint of its steps is saved."""
+        from recipes.core import loop  # The loop imports nothing of the data.
+
+        state = self
+
+        class Advance(loop.Hook):
+            def before_train(self, controller, num_steps):
+                if int(state.position.numpy()) < 0:
+                    state.position.assign(controller.step * state.pipeline_batch)
+
+            def after_train(self, controller, num_steps):
+                state.position.assign_add(num_steps * state.pipeline_batch)
+
+        return Advance()
+
+
+def _service_records(split, seed, address):
+    """`split`'s records, read by tf.data service workers: each block once per epoch
+    across them (`distributed_epoch`: the dispatcher hands out blocks), in the order
+    the workers produce them. Each epoch is a job of its own, so one ends before the
+    next begins and every record is read exactly once in it."""
+    if not split.source.service:
+        raise RecipeError(f"--data_service runs the reading on the service's workers, which cannot run "
+                          f"the Python that reads {split.source.name}; write it as TFRecords first "
+                          "(python -m recipes.prepare) or leave --data_service out")
+    plan = split.plan()
+    source, keep, count = split.source, split.keep, split.source.num_records
+
+    def read(row):
+        stream = source.read(row[SHARD], row[START], row[COUNT]).enumerate(row[FIRST])
+        if keep is not None:
+            stream = stream.filter(lambda index, _: _in_range(index, count, keep))
+        return stream.skip(row[SKIP]).take(row[TAKE])
+
+    blocks = tf.data.Dataset.from_tensor_slices(tf.constant(plan))
+    stream = blocks.interleave(read, cycle_length=PARALLEL_BLOCKS, num_parallel_calls=tf.data.AUTOTUNE)
+    epoch = stream.shuffle(SHUFFLE_RECORDS, seed=seed).apply(tf.data.experimental.service.distribute(
+        processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=address))
+    return epoch.repeat()
+
+
+def eval_dataset(strategy, split, global_batch_size, *, preprocess):
+    """A distributed dataset of (x, y, weight) that counts every example of `split`
+    exactly once over all replicas and workers: each pipeline reads its own share in
+    order, padded with weight-0 copies to the same whole number of batches, so every
+    replica gets a full, statically shaped batch (as TPUs need). Returns (dataset, steps)."""
+    from recipes.core.config import check_batch_size
+
+    check_batch_size(global_batch_size, strategy.num_replicas_in_sync)
+    pipelines = strategies.num_input_pipelines(strategy)
+    batch = global_batch_size // pipelines
+    shares = [split.plan(p, pipelines)[:, TAKE].sum() for p in range(pipelines)]
+    steps = max(-(-int(share) // batch) for share in shares)
+    source = split.source
+
+    def dataset_fn(context):
+        share = int(shares[context.input_pipeline_id])
+        stream = records(split, shuffle=False, pipeline=context.input_pipeline_id,
+                         num_pipelines=context.num_input_pipelines)
+        weighted = stream.map(lambda index, record: (index, record, tf.constant(1.0)))
+        padding = stream.take(1).map(lambda index, record: (index, record, tf.constant(0.0))).repeat(
+            steps * batch - share)
+        stream = weighted.concatenate(padding).batch(batch, drop_remainder=True)
+
+        def decode(indices, batch_, weights):
+            x, y, _ = _decoded(source, preprocess)(indices, batch_)
+            return x, y, weights
+
+        stream = stream.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        return _replica_batches(stream, global_batch_size, context)
+
+    return strategy.distribute_datasets_from_function(dataset_fn), steps
