@@ -18,6 +18,7 @@ import tensorflow as tf
 import models
 from recipes import compress as compress_recipe
 from recipes import mnist as mnist_recipe
+from recipes import neuron as neuron_recipe
 from recipes import predict as predict_recipe
 from recipes.core import data, pruning, runs, serving, step
 from recipes.core.config import TrainConfig
@@ -38,15 +39,14 @@ def compressed(tmp_path_factory, worker_id):
             _train_and_compress(str(run_dir))
     run = runs.read(str(run_dir))
     report = json.loads(open(run.path("compressed", "compression.json")).read())
-    return run, run.load_data("sample", None), {row["variant"]: row for row in report["variants"]}
+    return run, run.load_data(), {row["variant"]: row for row in report["variants"]}
 
 
 def _train_and_compress(run_dir):
-    mnist_recipe.run(TrainConfig(model_dir=run_dir), shared_strategy("default"),
-                     mnist_recipe.load_data("mnist", "sample", None))
+    mnist_recipe.run(TrainConfig(model_dir=run_dir), shared_strategy("default"), data.open_data("sample"))
     run = runs.read(run_dir)
     config = TrainConfig(model_dir=run.path("compressed", "pruning"), learning_rate=1e-4, train_steps=1500)
-    compress_recipe.compress(config, shared_strategy("default"), run, run.load_data("sample", None),
+    compress_recipe.compress(config, shared_strategy("default"), run, run.load_data(),
                              sparsity=0.8, pruning_steps=1000, frequency=100)
 
 
@@ -78,7 +78,7 @@ def _pruned_steps(strategy, mnist, steps):
                                 pruning_steps=20, frequency=5)
     trainer = step.Trainer(strategy, model, optimizer, metrics_fn=list, global_batch_size=64,
                            objective=objective)
-    iterator = iter(data.train_dataset(strategy, mnist.x_train, mnist.y_train, 64,
+    iterator = iter(data.train_dataset(strategy, data.from_array_data(mnist).train, 64,
                                        preprocess=data.scale_pixels, seed=0))
     trainer.train_loop(iterator, tf.constant(steps))
     return model, objective
@@ -110,7 +110,7 @@ def test_mirrored_pruning_matches_one_device(mnist):
 @pytest.mark.slow
 def test_interrupted_pruning_resumes_to_the_uninterrupted_weights(compressed, tmp_path):
     run, dataset, _ = compressed
-    signature = run.signature(dataset)
+    signature = run.signature()
 
     def prune(model_dir, steps):
         config = TrainConfig(model_dir=str(model_dir), learning_rate=1e-4, train_steps=steps,
@@ -143,11 +143,11 @@ def test_the_offline_mnist_run_meets_the_floors(compressed):
 @pytest.mark.slow
 def test_each_litert_file_agrees_with_the_keras_model_it_came_from(compressed):
     run, dataset, _ = compressed
-    signature = run.signature(dataset)
+    signature = run.signature()
     out = run.path("compressed")
     float_model = keras.saving.load_model(run.path("model.keras"))
     pruned = keras.saving.load_model(os.path.join(out, "pruned.keras"))
-    raw = dataset.x_test
+    raw, _ = dataset.arrays("test")
     float32 = serving.load(os.path.join(out, "float32.tflite")).predict(raw)
     np.testing.assert_allclose(float32["probabilities"], float_model(raw / np.float32(255)), atol=1e-5)
     for variant in serving.LITERT_VARIANTS[1:]:
@@ -160,8 +160,9 @@ def test_each_litert_file_agrees_with_the_keras_model_it_came_from(compressed):
 @pytest.mark.slow
 def test_quantized_keras_models_load_in_a_fresh_process(compressed, tmp_path):
     run, dataset, rows = compressed
-    np.save(tmp_path / "x_test.npy", dataset.x_test)
-    np.save(tmp_path / "y_test.npy", dataset.y_test)
+    x_test, y_test = dataset.arrays("test")  # The split compression.json measured.
+    np.save(tmp_path / "x_test.npy", x_test)
+    np.save(tmp_path / "y_test.npy", y_test)
     accuracies = json.loads(run_python(f"""
 import json, keras, numpy as np
 x, y = np.load("{tmp_path}/x_test.npy") / np.float32(255), np.load("{tmp_path}/y_test.npy")
@@ -189,17 +190,18 @@ def test_compression_report_has_a_row_per_variant(compressed):
 def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(compressed, tmp_path,
                                                                              monkeypatch, capfd):
     run, dataset, _ = compressed
+    x_test, y_test = dataset.arrays("test", limit=10)
     pngs = []
     for index in range(10):
         pngs.append(str(tmp_path / f"digit{index}.png"))
-        tf.io.write_file(pngs[-1], tf.io.encode_png(dataset.x_test[index][..., None]))
+        tf.io.write_file(pngs[-1], tf.io.encode_png(x_test[index][..., None]))
     (tmp_path / "text.png").write_text("not an image")
     np.save(tmp_path / "wrong.npy", np.zeros((3, 3), np.uint8))
     bad = [str(tmp_path / "missing.png"), str(tmp_path / "text.png"), str(tmp_path / "wrong.npy")]
     for model, reference in [("saved_model", run.path("model.keras")),
                              ("compressed/int8.tflite", run.path("compressed", "int8.tflite"))]:
-        expected = serving.load(reference, run.signature(dataset)).predict(dataset.x_test[:10])["classes"]
-        assert np.mean(expected == dataset.y_test[:10]) >= 0.8
+        expected = serving.load(reference, run.signature()).predict(x_test)["classes"]
+        assert np.mean(expected == y_test) >= 0.8
         code, out, err = run_in_process(predict_recipe, [f"--model_dir={run.model_dir}", f"--model={model}",
                                                *pngs, *bad], monkeypatch, capfd)
         printed = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
@@ -221,7 +223,7 @@ def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(comp
     ("compress", ["--train_steps=5"], "--train_steps does not apply here"),
     ("compress", ["--sparsity=1.5"], "--sparsity must be at least 0 and below 1"),
     ("compress", ["--pruning_steps=0"], "flag --pruning_steps=0"),
-    ("compress", ["--data_source=tfds"], "not prepared"),
+    ("compress", ["--data=mnist"], "not prepared"),
 ])
 def test_bad_arguments_are_one_line(compressed, command, args, expected, monkeypatch, capfd):
     run, _, _ = compressed
@@ -249,4 +251,9 @@ def test_compress_needs_a_finished_classifier_run(tmp_path, monkeypatch, capfd):
                "holds no finished run (no metrics.json)")
     (tmp_path / "metrics.json").write_text(json.dumps({"recipe": "neuron"}))
     assert_one_error_line(*run_in_process(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
-               "a neuron run, which this command does not take yet")
+               "does not record the run's input")
+    # A finished run that is not a classifier: the neuron's (one sigmoid unit's prediction).
+    neuron_recipe.run(TrainConfig(model_dir=str(tmp_path / "neuron")), shared_strategy("default"))
+    capfd.readouterr()
+    assert_one_error_line(*run_in_process(compress_recipe, [f"--model_dir={tmp_path / 'neuron'}"], monkeypatch,
+                                          capfd)[::2], "is not a classifier run")

@@ -34,7 +34,7 @@ def _steps(strategy, mnist, teacher, alpha, steps=1, temperature=3.0):
     objective = distillation.Distillation(teacher, temperature=temperature, alpha=alpha)
     trainer = step.Trainer(strategy, student, optimizer, metrics_fn=list, global_batch_size=64,
                            objective=objective, jit_compile=False)
-    iterator = iter(data.train_dataset(strategy, mnist.x_train, mnist.y_train, 64,
+    iterator = iter(data.train_dataset(strategy, data.from_array_data(mnist).train, 64,
                                        preprocess=data.scale_pixels, seed=0))
     trainer.train_loop(iterator, tf.constant(steps))
     return student.get_weights()
@@ -99,13 +99,13 @@ def test_alpha_zero_is_the_student_alone_and_the_teacher_stays_frozen(mnist):
 def teacher_run(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("teacher"))
     mnist_recipe.run(TrainConfig(model_dir=model_dir, train_steps=30, seed=0), shared_strategy("default"),
-                     mnist_recipe.load_data("mnist", "sample", None))
+                     data.open_data("sample"))
     return runs.read(model_dir)
 
 
 @pytest.mark.slow
 def test_two_steps_under_each_strategy_and_the_student_loads_fresh(teacher_run, strategy, tmp_path):
-    dataset = teacher_run.load_data("sample", None)
+    dataset = teacher_run.load_data()
     one_device = strategy.num_replicas_in_sync == 1  # The baseline and a fresh process once.
     results = distill_recipe.run(TrainConfig(model_dir=str(tmp_path), train_steps=2, batch_size=64),
                                  strategy, teacher_run, dataset, hidden_units=32, baseline=one_device)
@@ -115,8 +115,9 @@ def test_two_steps_under_each_strategy_and_the_student_loads_fresh(teacher_run, 
         return
     assert saved["baseline_test_accuracy"] is not None
     assert os.path.exists(tmp_path / "baseline" / "model.keras")
-    np.save(tmp_path / "x.npy", dataset.x_test[:8] / np.float32(255))
-    np.save(tmp_path / "y.npy", keras.saving.load_model(tmp_path / "model.keras")(dataset.x_test[:8] / 255.0))
+    x_test, _ = dataset.arrays("test", limit=8)
+    np.save(tmp_path / "x.npy", x_test / np.float32(255))
+    np.save(tmp_path / "y.npy", keras.saving.load_model(tmp_path / "model.keras")(x_test / 255.0))
     run_python(f"""
 import keras, numpy as np
 model = keras.saving.load_model("{tmp_path}/model.keras")
@@ -137,13 +138,16 @@ def test_bad_input_is_one_line(teacher_run, args, expected, tmp_path, monkeypatc
 
 
 def test_a_teacher_that_does_not_fit_the_data_is_one_line(mnist, tmp_path):
+    dataset = data.from_array_data(mnist)
+    input_shape = distill_recipe.model_input_shape(dataset, dataset.default_preprocessing())
+    assert input_shape == (28, 28)
     for teacher, expected in [(models.mnist_dense(num_classes=3), "has 3 outputs for the data's 10 classes"),
                               (models.cnn(input_shape=(32, 32, 3)),
                                "takes inputs of shape [32, 32, 3], not the data's [28, 28]")]:
         path = str(tmp_path / f"{teacher.name}.keras")
         teacher.save(path)
         with pytest.raises(RecipeError) as error:
-            distill_recipe.load_teacher(shared_strategy("default"), path, mnist)
+            distill_recipe.load_teacher(shared_strategy("default"), path, dataset, input_shape)
         assert expected in str(error.value)
 
 

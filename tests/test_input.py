@@ -400,7 +400,7 @@ stream = iter(data.train_dataset(strategy, split, batch, preprocess=data.scale_p
 share = int(split.plan(int(sys.argv[2]), 2)[:, 5].sum())
 ids = []
 while len(ids) < share:
-    ids += next(stream)[2].numpy().tolist()
+    ids += strategy.experimental_local_results(next(stream)[2])[0].numpy().tolist()
 print(json.dumps({"ids": ids[:share], "batches": -(-share // (batch // 2))}))
 """
 

@@ -35,7 +35,7 @@ def _loop(trainer, iterator, steps):
 
 
 def _batches(strategy, mnist):
-    return iter(data.train_dataset(strategy, mnist.x_train, mnist.y_train, BATCH,
+    return iter(data.train_dataset(strategy, data.from_array_data(mnist).train, BATCH,
                                    preprocess=data.scale_pixels, seed=0))
 
 

@@ -18,7 +18,7 @@ from strategies import model_parallel, tensor_parallel
 from tests.helpers import REPO, assert_one_error_line, run_in_process, run_module
 
 DEVICES = [f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in range(4)]
-_ISSUE_ARGS = ["--train_steps=20", "--seed=7", "--batch_size=64", "--data_source=sample"]
+_ISSUE_ARGS = ["--train_steps=20", "--seed=7", "--batch_size=64", "--data=sample"]
 # Float64, so that the check is of the arithmetic: in float32, 20 Adam steps amplify
 # rounding (a ReLU unit that gets its first gradient in one run and not the other
 # moves a full learning-rate step), and the XLA-compiled default run differs from
@@ -148,7 +148,7 @@ def test_tensor_parallel_shards_live_on_their_devices_and_gather_to_the_plain_mo
 @pytest.mark.slow
 def test_a_killed_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, capfd):
     args = ["--pipeline_stages=2", "--num_microbatches=2", "--train_steps=100", "--checkpoint_steps=20",
-            "--steps_per_loop=10", "--batch_size=64", "--seed=5", "--data_source=sample"]
+            "--steps_per_loop=10", "--batch_size=64", "--seed=5", "--data=sample"]
     _run(recipes.mnist, tmp_path / "straight", args, monkeypatch, capfd)
     stopped = tmp_path / "stopped"
     process = subprocess.Popen([sys.executable, "-m", "recipes.mnist", f"--model_dir={stopped}", *args],
@@ -180,7 +180,7 @@ def test_a_killed_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path, mo
 ], ids=["stages>layers", "microbatches", "width", "stages>devices", "mirrored", "both", "no-pipeline"])
 def test_a_split_that_cannot_work_is_one_line(tmp_path, monkeypatch, capfd, args, expected):
     code, _, err = run_in_process(recipes.mnist, [f"--model_dir={tmp_path}", "--batch_size=64",
-                                                  "--train_steps=1", "--data_source=sample", *args],
+                                                  "--train_steps=1", "--data=sample", *args],
                                   monkeypatch, capfd)
     assert_one_error_line(code, err, expected)
     assert not (tmp_path / "metrics.json").exists()
@@ -188,7 +188,7 @@ def test_a_split_that_cannot_work_is_one_line(tmp_path, monkeypatch, capfd, args
 
 @pytest.mark.slow
 def test_a_pipeline_may_resume_a_run_and_a_shard_count_may_not_change(tmp_path, monkeypatch, capfd):
-    args = ["--batch_size=64", "--seed=3", "--data_source=sample", "--steps_per_loop=5"]
+    args = ["--batch_size=64", "--seed=3", "--data=sample", "--steps_per_loop=5"]
     _run(recipes.mnist, tmp_path, args + ["--train_steps=5"], monkeypatch, capfd)
     out = _run(recipes.mnist, tmp_path, args + ["--train_steps=10", "--pipeline_stages=2",
                                                 "--num_microbatches=2"], monkeypatch, capfd)

@@ -43,7 +43,8 @@ def _bias_only_trainer(config, strategy):
         optimizer = optimization.make_optimizer(config)
     trainer = Trainer(strategy, model, optimizer, loss_fn=lambda y, p: p[:, 0],
                             metrics_fn=list, global_batch_size=config.batch_size)
-    dataset = data.train_dataset(strategy, np.zeros((64, 1), np.float32), np.zeros(64, np.int32),
+    x, y = np.zeros((64, 1), np.float32), np.zeros(64, np.int32)
+    dataset = data.train_dataset(strategy, data.from_arrays(x, y, x_test=x, y_test=y).train,
                                  config.batch_size, preprocess=lambda x: x, seed=0)
     return trainer, iter(dataset)
 
@@ -74,7 +75,7 @@ def _one_step_update(tmp_path, strategy, **clipping):
         optimizer = optimization.make_optimizer(config)
     trainer = Trainer(strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
                             metrics_fn=list, global_batch_size=64)
-    iterator = iter(data.train_dataset(strategy, mnist_data.x_train, mnist_data.y_train, 64,
+    iterator = iter(data.train_dataset(strategy, data.from_array_data(mnist_data).train, 64,
                                        preprocess=data.scale_pixels, seed=0))
     before = [w.copy() for w in model.get_weights()]
     trainer.train_loop(iterator, tf.constant(1))
@@ -125,7 +126,7 @@ def test_accumulated_micro_batches_end_with_the_whole_batch_weights(tmp_path, na
 
 
 def test_early_stopping_stops_an_overfitting_run_and_keeps_the_best_epoch(tmp_path):
-    # A deep net, a high learning rate and 291 training tumours: it overfits fast.
+    # A deep net, a high learning rate and 364 training tumours: it overfits fast.
     config = TrainConfig(model_dir=str(tmp_path), batch_size=16, epochs=100,
                                learning_rate=3e-3, early_stopping_patience=3)
     metrics = bigmodel.run(config, tf.distribute.get_strategy(), data.load_breast_cancer(),
@@ -134,10 +135,14 @@ def test_early_stopping_stops_an_overfitting_run_and_keeps_the_best_epoch(tmp_pa
     assert metrics["stopped_early"] and len(losses) < 100
     best = int(np.argmin(losses))
     assert metrics["best_epoch"] == best + 1 and len(losses) == best + 1 + 3
-    # The saved model is the best epoch's: its validation loss is that epoch's.
+    # The saved model is the best epoch's: its validation loss is that epoch's, on the
+    # features standardized as the run recorded (model.keras takes the preprocessed input).
     model = keras.models.load_model(tmp_path / "model.keras")
     cancer = data.load_breast_cancer()
-    loss = np.mean(keras.losses.binary_crossentropy(cancer.y_val, model.predict(cancer.x_val, verbose=0)))
+    preprocess = data.Preprocessing.from_json(metrics["input"]["preprocessing"])
+    assert preprocess.kind == "standardize"
+    loss = np.mean(keras.losses.binary_crossentropy(
+        cancer.y_val, model.predict(preprocess(cancer.x_val), verbose=0)))
     assert float(loss) == pytest.approx(losses[best], abs=1e-5)
     assert metrics["validation_loss"] == pytest.approx(losses[best], abs=1e-5)
 

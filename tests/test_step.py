@@ -21,7 +21,7 @@ def _train(strategy, mnist, objective, initial, steps=1, preprocess=data.scale_p
     model.set_weights(initial)
     trainer = step.Trainer(strategy, model, optimizer, metrics_fn=list, global_batch_size=BATCH,
                            objective=objective)
-    iterator = iter(data.train_dataset(strategy, mnist.x_train, mnist.y_train, BATCH,
+    iterator = iter(data.train_dataset(strategy, data.from_array_data(mnist).train, BATCH,
                                        preprocess=preprocess, seed=0))
     trainer.train_loop(iterator, tf.constant(steps))
     return trainer
@@ -102,10 +102,11 @@ def test_a_replaced_forward_pass_is_what_the_step_and_evaluation_run(strategy, m
                        preprocess=lambda images: 2.0 * data.scale_pixels(images))
     for got, expected in zip(doubled.model.get_weights(), reference.model.get_weights()):
         np.testing.assert_allclose(got, expected, atol=1e-6)
-    x, y = mnist.x_test[:128], mnist.y_test[:128]
-    evaluated = doubled.evaluate(*data.eval_dataset(strategy, x, y, BATCH, preprocess=data.scale_pixels))
+    test = data.from_arrays(mnist.x_train, mnist.y_train, x_test=mnist.x_test[:128],
+                            y_test=mnist.y_test[:128]).test
+    evaluated = doubled.evaluate(*data.eval_dataset(strategy, test, BATCH, preprocess=data.scale_pixels))
     expected = reference.evaluate(*data.eval_dataset(
-        strategy, x, y, BATCH, preprocess=lambda images: 2.0 * data.scale_pixels(images)))
+        strategy, test, BATCH, preprocess=lambda images: 2.0 * data.scale_pixels(images)))
     assert evaluated["loss"] == pytest.approx(expected["loss"], abs=1e-6)
 
 

@@ -93,8 +93,10 @@ def test_run_writes_every_artifact(tmp_path, mnist):
         "checkpoints", "curves.png", "logs", "metrics.json", "model.keras", "saved_model"]
     assert json.load(open(tmp_path / "metrics.json")) == metrics
     for key in ("test_loss", "test_accuracy", "steps", "examples_per_second", "strategy",
-                "num_replicas", "data_source"):
+                "num_replicas", "data", "input"):
         assert metrics[key] is not None, key
+    assert metrics["data"] == "sample:mnist"
+    assert (metrics["input"]["x_shape"], metrics["input"]["x_dtype"]) == ([28, 28], "uint8")
     assert os.listdir(tmp_path / "logs" / "train") and os.listdir(tmp_path / "logs" / "test")
 
 
@@ -129,7 +131,7 @@ def test_checkpoint_of_a_different_model_is_a_clear_error(tmp_path, mnist):
     other = models.mnist_dense(hidden_units=(64,))
     with pytest.raises(RecipeError, match="holds a checkpoint .* that does not fit this model"):
         train.train_and_evaluate(
-            config, tf.distribute.get_strategy(), other, keras.optimizers.Adam(), mnist,
+            config, tf.distribute.get_strategy(), other, keras.optimizers.Adam(), data.as_data(mnist),
             loss_fn=keras.losses.sparse_categorical_crossentropy, metrics_fn=list,
             preprocess=data.scale_pixels, recipe="mnist")
 

@@ -203,8 +203,26 @@ def make_data(name, train, test=None, validation=None, spec=None):
         if names and train.source.class_names and tuple(names) != tuple(train.source.class_names):
             raise RecipeError(f"{part.source.name} has classes {list(names)[:10]}, but the training "
                               f"data has {list(train.source.class_names)[:10]}; pass splits of the same classes")
-    return Data(name, train, test, validation, class_names=train.source.class_names, spec=spec or {},
-                carved=carved)
+    class_names = train.source.class_names
+    if class_names is None and train.source.y_spec.shape.rank == 0 and train.source.y_spec.dtype.is_integer:
+        class_names = _class_ids(train.source)
+        for part in (test, validation):  # Every split's labels must be among the training data's.
+            if part is not None and part.source is not train.source and \
+                    len(_class_ids(part.source)) > len(class_names):
+                raise RecipeError(f"{part.source.name} has labels beyond the training data's "
+                                  f"{len(class_names)} classes; pass splits of the same classes")
+    return Data(name, train, test, validation, class_names=class_names, spec=spec or {}, carved=carved)
+
+
+def _class_ids(source):
+    """('0', ..., 'K-1') for a source whose labels are integer class ids up to K-1, read
+    once, streaming (data without class names: TFRecords without a schema, say)."""
+    smallest, largest = 0, -1
+    for y in records(Split(source), shuffle=False).batch(4096).map(lambda _, batch: source.decode_batch(batch)[1]):
+        smallest, largest = min(smallest, int(tf.reduce_min(y))), max(largest, int(tf.reduce_max(y)))
+    if smallest < 0:
+        raise RecipeError(f"{source.name} holds label {smallest}; labels must be class ids 0, 1, ...")
+    return tuple(str(i) for i in range(largest + 1))
 
 
 def from_arrays(x, y, *, x_test=None, y_test=None, x_val=None, y_val=None, name="arrays",

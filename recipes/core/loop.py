@@ -12,6 +12,7 @@ checkpoint, end the epoch or report, each a short named phase.
 Profiling, early stopping and preemption are `Hook`s: small objects called at
 those points, so the loop itself never grows a branch for them.
 """
+import contextlib
 import dataclasses
 import math
 import os
@@ -21,7 +22,7 @@ import keras
 import tensorflow as tf
 
 from recipes.core import artifacts, fault_tolerance
-from recipes.core.errors import Interrupted, RecipeError
+from recipes.core.errors import Interrupted, RecipeError, first_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +119,8 @@ class Controller:
         self._begin_epoch_if_needed()
         self._call_hooks("before_train", num_steps)
         tick = time.perf_counter()
-        with fault_tolerance.lost_worker_is_an_error(self.trainer.strategy, self.step, self.model_dir):
+        with fault_tolerance.lost_worker_is_an_error(self.trainer.strategy, self.step, self.model_dir), \
+                self._unreadable_input_is_an_error():
             self.trainer.train_loop(self.iterator, tf.constant(num_steps))
             results = self.trainer.train_results()  # Reading the metrics waits for the steps.
         self.loop_times.append((num_steps, time.perf_counter() - tick))
@@ -126,6 +128,22 @@ class Controller:
         self._call_hooks("after_train", num_steps)
         self.check_finite(results)
         return results
+
+    @contextlib.contextmanager
+    def _unreadable_input_is_an_error(self):
+        """A record that cannot be read or decoded mid-stream (a file damaged after the
+        checks before training) stops the run with TensorFlow's words for it, and the
+        last checkpoint is kept."""
+        try:
+            yield
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            if not isinstance(e, tf.errors.DataLossError) and "IteratorGetNext" not in str(e):
+                raise
+            kept = self.manager.latest_checkpoint or "none was written"
+            raise RecipeError(
+                f"the input could not be read after step {self.step} ({first_line(e.message, 160)}); "
+                f"the last checkpoint is kept ({kept}): replace the damaged file and run again "
+                "to resume") from None
 
     def check_finite(self, results):
         """Stops the run before anything is saved once the loss, a weight or an optimizer

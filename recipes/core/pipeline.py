@@ -92,9 +92,16 @@ def records(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipelines=1
     pipeline's blocks in an order permuted by (seed, e), `PARALLEL_BLOCKS` at once, and
     shuffles every `SHUFFLE_RECORDS` consecutive records by (seed, e, group). So the
     position of any record is arithmetic on the block counts: a resume starts at its
-    group's first block and skips fewer than `SHUFFLE_RECORDS` records, whatever the
-    position (no replay), and the whole input state is the step.
+    group's first block and drops fewer than `SHUFFLE_RECORDS` records, whatever the
+    position (no replay), and the whole input state is the position.
     """
+    return record_batches(split, seed=seed, start=start, shuffle=shuffle, pipeline=pipeline,
+                          num_pipelines=num_pipelines).unbatch()
+
+
+def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipelines=1):
+    """`records` as batches of (indices, records) of varying size, which `rebatch` cuts
+    into a pipeline's batches without going through the records one by one."""
     plan = split.plan(pipeline, num_pipelines)
     if not len(plan):
         raise RecipeError(f"{split.source.name} has fewer examples than input pipelines ({num_pipelines})")
@@ -102,23 +109,21 @@ def records(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipelines=1
     rows = tf.constant(plan)
 
     def read(row):
-        stream = source.read(row[SHARD], row[START], row[COUNT]).enumerate(row[FIRST])
-        if keep is not None:
-            count = source.num_records
-            stream = stream.filter(lambda index, _: _in_range(index, count, keep))
-        # One element per block, so that reading blocks in parallel keeps their order.
-        return stream.skip(row[SKIP]).take(row[TAKE]).batch(sources.BLOCK_SIZE)
+        """One block, as one batch: the records this pipeline takes of it, with their indices."""
+        return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(
+            lambda *block: _kept(block[0] if len(block) == 1 else block, row, keep, source.num_records))
 
     def read_rows(table):
+        # One element per block, so that reading blocks in parallel keeps their order.
         return tf.data.Dataset.from_tensor_slices(table).interleave(
             read, cycle_length=PARALLEL_BLOCKS, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True).unbatch()
+            deterministic=True)
 
     if not shuffle:
         return read_rows(rows)
 
     def epoch(number, position):
-        """Records of epoch `number` from `position` (records into it)."""
+        """Records of epoch `number` from `position` (records into it), in groups."""
         order = tf.gather(rows, tf.random.experimental.stateless_shuffle(
             tf.range(len(plan), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), number])))
         ends = tf.cumsum(order[:, TAKE])
@@ -127,13 +132,31 @@ def records(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipelines=1
         block = tf.searchsorted(ends, [first], side="right")[0]
         into = first - (ends[block] - order[block, TAKE])  # Records of that block already read.
         order = tf.tensor_scatter_nd_add(order[block:], [[0, SKIP], [0, TAKE]], tf.stack([into, -into]))
-        groups = read_rows(order).batch(SHUFFLE_RECORDS).enumerate(group)
-        return groups.map(lambda g, batch: _shuffled(batch, [number, g], seed)).unbatch().skip(position - first)
+        groups = read_rows(order).rebatch(SHUFFLE_RECORDS).enumerate(group)
+
+        def shuffled(g, batch):
+            indices, records_ = _shuffled(batch, [number, g], seed)
+            drop = tf.where(g == group, position - first, 0)  # Records before `position`.
+            return indices[drop:], tf.nest.map_structure(lambda t: t[drop:], records_)
+
+        return groups.map(shuffled)
 
     first_epoch, position = divmod(start, total)
     return tf.data.Dataset.range(first_epoch, first_epoch + (1 << 40)).map(
         lambda number: (number, tf.where(number == first_epoch, tf.constant(position, tf.int64), 0))
     ).flat_map(epoch)
+
+
+def _kept(block, row, keep, count):
+    """(indices, records) of a block's batch of records that its row takes: those a carve
+    keeps, then `row[TAKE]` of them after the first `row[SKIP]`."""
+    indices = row[FIRST] + tf.range(tf.shape(tf.nest.flatten(block)[0], out_type=tf.int64)[0])
+    if keep is not None:
+        mask = _in_range(indices, count, keep)
+        indices = tf.boolean_mask(indices, mask)
+        block = tf.nest.map_structure(lambda t: tf.boolean_mask(t, mask), block)
+    end = row[SKIP] + row[TAKE]
+    return indices[row[SKIP]:end], tf.nest.map_structure(lambda t: t[row[SKIP]:end], block)
 
 
 def _in_range(index, count, keep):
@@ -193,10 +216,12 @@ def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start
         batch = global_batch_size // context.num_input_pipelines
         if data_service:
             stream = _service_records(split, seed, data_service)
+            stream = stream.batch(batch, drop_remainder=True)
         else:
-            stream = records(split, seed=seed, start=start_step * batch if start_record is None else start_record,
-                             pipeline=context.input_pipeline_id, num_pipelines=context.num_input_pipelines)
-        stream = stream.batch(batch, drop_remainder=True)
+            stream = record_batches(
+                split, seed=seed, start=start_step * batch if start_record is None else start_record,
+                pipeline=context.input_pipeline_id, num_pipelines=context.num_input_pipelines)
+            stream = stream.rebatch(batch, drop_remainder=True)
         stream = stream.map(_decoded(source, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
         if augment is not None:
             stream = stream.enumerate(start_step).map(

@@ -12,6 +12,7 @@ process, and they keep no block offsets; this writer streams any `Data` split, n
 each shard under a temporary name until it is whole, and skips the shards a killed
 run already finished.
 """
+import itertools
 import json
 import os
 
@@ -32,30 +33,34 @@ def _example(x, y):
         "y": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(y)]))})).SerializeToString()
 
 
-def _write_shard(path, batches, count, progress):
-    """Writes `count` examples (None: all) from `batches` to `path` (under a temporary
-    name, renamed when whole); returns its index entry (records, block offsets)."""
+def _examples(batches):
+    """(x, y) one example at a time from batches of them."""
+    for x, y in batches:
+        yield from zip(x, y)
+
+
+def _write_shard(path, examples, count, progress):
+    """Writes `count` examples (None: all there are) from the iterator `examples` to
+    `path` (under a temporary name, renamed when whole); returns its index entry
+    (records, block offsets, the largest label)."""
     partial = path + ".partial"
-    offsets, written, position = [], 0, 0
+    offsets, written, position, largest = [], 0, 0, -1
     with tf.io.TFRecordWriter(partial) as writer:
-        for x, y in batches:
-            for xi, yi in zip(x, y):
-                record = _example(xi, yi)
-                if written % sources.BLOCK_SIZE == 0:
-                    offsets.append(position)
-                writer.write(record)
-                position += 16 + len(record)  # TFRecord's framing: length, CRC, data, CRC.
-                written += 1
-                if progress is not None:
-                    progress.add(1)
-                if written == count:
-                    break
-            if written == count:
-                break
-    if count is None and not written:
+        for x, y in itertools.islice(examples, count):
+            largest = max(largest, int(y))
+            record = _example(x, y)
+            if written % sources.BLOCK_SIZE == 0:
+                offsets.append(position)
+            writer.write(record)
+            position += 16 + len(record)  # TFRecord's framing: length, CRC, data, CRC.
+            written += 1
+            if progress is not None:
+                progress.add(1)
+    if not written:
+        tf.io.gfile.remove(partial)
         raise RecipeError(f"{path}: the data holds no examples")
     tf.io.gfile.rename(partial, path, overwrite=True)
-    return [written, offsets]
+    return [written, offsets, largest]
 
 
 def write(folder, data, *, shards=1, progress=True, source=None):
@@ -85,7 +90,6 @@ def write(folder, data, *, shards=1, progress=True, source=None):
         bar = keras.utils.Progbar(total, unit_name="example") if progress else None
         if bar is not None:
             print(f"{split}: {total:,} examples into {count} shard(s)")
-        stream = data_lib.records(part, seed=0)  # One epoch, shuffled (fixed).
         index = {}
         done = 0
         for name, size in zip(names, sizes):
@@ -98,11 +102,13 @@ def write(folder, data, *, shards=1, progress=True, source=None):
                 if bar is not None:
                     bar.add(size)
                 continue
-            batches = stream.skip(done).take(size).batch(1024).map(
+            # The split's first epoch, shuffled (fixed), from this shard's first record on.
+            stream = data_lib.records(part, seed=0, start=done)
+            batches = stream.take(size).batch(1024).map(
                 lambda _, records, source=part.source: source.decode_batch(records),
                 num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator()
             try:
-                index[name] = _write_shard(path, batches, size, bar)
+                index[name] = _write_shard(path, _examples(batches), size, bar)
             except tf.errors.OpError as e:
                 raise RecipeError(f"{part.source.name}: a record cannot be read ({first_line(e.message, 120)}); "
                                   f"the shards written so far are kept: fix the data and run again") from None
@@ -119,9 +125,11 @@ def write(folder, data, *, shards=1, progress=True, source=None):
     return schema
 
 
-def write_datasets(folder, datasets, *, class_names=None):
+def write_datasets(folder, datasets, *, class_names=None, shards=1):
     """Writes {split: tf.data.Dataset of (x, y)} (None for a split that is absent) into
-    `folder` as one shard each and schema.json, streaming: nothing is held whole."""
+    `folder` and schema.json, streaming: nothing is held whole. A split of known
+    cardinality goes into `shards` files of equal counts, else into one."""
+    tf.io.gfile.makedirs(folder)
     schema = {"format": sources.SCHEMA_FORMAT, "x": "x", "label": "y", "source": "tf.data.Dataset",
               "class_names": list(class_names or ()), "splits": {}}
     for split, dataset in datasets.items():
@@ -138,8 +146,16 @@ def write_datasets(folder, datasets, *, class_names=None):
         if schema.setdefault("features", features) != features:
             raise ValueError(f"the {split} data's x is {x_spec}; the training data's is "
                              f"{schema['features']['x']}")
-        name = shard_names(split, 1)[0]
-        index = _write_shard(os.path.join(folder, name), dataset.batch(1024).as_numpy_iterator(), None, None)
-        schema["splits"][split] = {"files": [name], "index": {name: index}}
+        total = int(dataset.cardinality())
+        count = min(shards, total) if total > 0 else 1
+        examples = _examples(dataset.batch(1024).as_numpy_iterator())
+        names, index = shard_names(split, count), {}
+        for i, name in enumerate(names):
+            size = None if count == 1 else total * (i + 1) // count - total * i // count
+            index[name] = _write_shard(os.path.join(folder, name), examples, size, None)
+        schema["splits"][split] = {"files": names, "index": index}
+        largest = max(entry[2] for entry in index.values())
+        if not class_names and split == "train":
+            schema["class_names"] = [str(i) for i in range(largest + 1)]
     with tf.io.gfile.GFile(os.path.join(folder, sources.SCHEMA), "w") as f:
         json.dump(schema, f)

@@ -112,7 +112,7 @@ def open_tfrecords(files, name, schema=None, label_column=None, index=None):
     files = sorted(files)
     counts, offsets = [], []
     for path in files:  # First: a damaged file is named before anything reads its records.
-        count, block_offsets = (index or {}).get(os.path.basename(path)) or _record_offsets(path)
+        count, block_offsets = ((index or {}).get(os.path.basename(path)) or _record_offsets(path))[:2]
         counts.append(count)
         offsets.extend(block_offsets)
     if not sum(counts):
