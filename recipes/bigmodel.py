@@ -57,7 +57,8 @@ def main(argv):
     del argv  # Unused.
     own = FLAGS.data != "sample"
     task = "data" if own else FLAGS.task
-    config = recipe_flags.train_config(f"bigmodel_{task}", **RECIPE_DEFAULTS.get(task, RECIPE_DEFAULTS["mnist"]))
+    config = recipe_flags.train_config(f"bigmodel_{task}",
+                                       **RECIPE_DEFAULTS.get(task, RECIPE_DEFAULTS["mnist"]))
     strategy = recipe_flags.strategy_from_flags()
     samples = {FLAGS.task: data.BUNDLED[FLAGS.task]}
     dataset = recipe_flags.data_from_flags(samples)

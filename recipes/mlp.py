@@ -24,7 +24,8 @@ def run(config, strategy, dataset):
         config, strategy, dataset,
         lambda num_classes: models.two_layer_mlp(input_shape=dataset.x_spec.shape, num_classes=num_classes),
         recipe="mlp")
-    first = results["steps"] // (results["num_train_examples"] // config.batch_size) - len(results["train_loss_by_epoch"])
+    steps_per_epoch = results["num_train_examples"] // config.batch_size
+    first = results["steps"] // steps_per_epoch - len(results["train_loss_by_epoch"])
     for epoch, loss in enumerate(results["train_loss_by_epoch"], start=first + 1):
         print(f"Epoch {epoch}, average loss: {loss:.4f}")
     print(f"Accuracy: {results['test_accuracy']:.2%} on {results['num_test_examples']} test examples")

@@ -26,13 +26,15 @@ import tensorflow as tf
 
 from recipes.core import sources, tfrecords
 from recipes.core.errors import RecipeError
-from recipes.core.pipeline import CARVE_SEED, InputState, Split, eval_dataset, records, train_dataset  # noqa: F401
+from recipes.core.pipeline import (  # noqa: F401 - the pipelines, where the recipes look for them.
+    CARVE_SEED, InputState, Split, eval_dataset, records, train_dataset)
 from recipes.core.samples import (  # noqa: F401 - the bundled samples, by their old names too.
     BUNDLED, SAMPLE_SPLIT_SEED, SAMPLE_TEST_FRACTION, ArrayData, load_boston_rooms, load_breast_cancer,
     load_mnist, network_available)
 
 # Part of a source carved out (fixed, independent of --seed) as a split it lacks.
 CARVE_FRACTION = 0.1
+
 
 def random_shift(max_pixels):
     """An `augment` for `train_dataset`: every image moved by a whole number of
@@ -59,8 +61,6 @@ def random_shift(max_pixels):
 def scale_pixels(images):
     """uint8 pixels in [0, 255] -> float32 in [0, 1]."""
     return tf.cast(images, tf.float32) / 255.0
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,9 +200,10 @@ def make_data(name, train, test=None, validation=None, spec=None):
                 f"{part.source.name} holds examples of shape {part.source.x_spec.shape.as_list()}, but "
                 f"the training data's are {train.source.x_spec.shape.as_list()}; every split needs one shape")
         names = part.source.class_names
-        if names and train.source.class_names and tuple(names) != tuple(train.source.class_names):
+        ours = train.source.class_names
+        if names and ours and tuple(names) != tuple(ours):
             raise RecipeError(f"{part.source.name} has classes {list(names)[:10]}, but the training "
-                              f"data has {list(train.source.class_names)[:10]}; pass splits of the same classes")
+                              f"data has {list(ours)[:10]}; pass splits of the same classes")
     class_names = train.source.class_names
     if class_names is None and train.source.y_spec.shape.rank == 0 and train.source.y_spec.dtype.is_integer:
         class_names = _class_ids(train.source)
@@ -218,7 +219,9 @@ def _class_ids(source):
     """('0', ..., 'K-1') for a source whose labels are integer class ids up to K-1, read
     once, streaming (data without class names: TFRecords without a schema, say)."""
     smallest, largest = 0, -1
-    for y in records(Split(source), shuffle=False).batch(4096).map(lambda _, batch: source.decode_batch(batch)[1]):
+    labels = records(Split(source), shuffle=False).batch(4096).map(
+        lambda _, batch: source.decode_batch(batch)[1])
+    for y in labels:
         smallest, largest = min(smallest, int(tf.reduce_min(y))), max(largest, int(tf.reduce_max(y)))
     if smallest < 0:
         raise RecipeError(f"{source.name} holds label {smallest}; labels must be class ids 0, 1, ...")
@@ -237,7 +240,8 @@ def from_arrays(x, y, *, x_test=None, y_test=None, x_val=None, y_val=None, name=
 def from_array_data(dataset, class_names=None):
     """A `Data` from the bundled loaders' `ArrayData`."""
     spec = {"data": f"sample:{dataset.name}"} if dataset.source == "sample" else {}
-    if class_names is None and dataset.y_train.ndim == 1 and np.issubdtype(dataset.y_train.dtype, np.integer):
+    integer_ids = dataset.y_train.ndim == 1 and np.issubdtype(dataset.y_train.dtype, np.integer)
+    if class_names is None and integer_ids:
         class_names = tuple(str(i) for i in range(int(dataset.y_train.max()) + 1))
     return from_arrays(dataset.x_train, dataset.y_train, x_test=dataset.x_test, y_test=dataset.y_test,
                        x_val=dataset.x_val, y_val=dataset.y_val, name=dataset.describe().split(":")[0],
@@ -347,8 +351,8 @@ def _open_folder(folder, label_column, class_names):
             if missing:
                 raise RecipeError(f"{folder}: {missing[0]} named in {sources.SCHEMA} is missing; "
                                   "write the data again with python -m recipes.prepare")
-            found[split] = tfrecords.open_tfrecords(files, f"{folder} ({split})", schema=schema,
-                                                  index={k: tuple(v) for k, v in entry["index"].items()})
+            index = {name: tuple(value) for name, value in entry["index"].items()}
+            found[split] = tfrecords.open_tfrecords(files, f"{folder} ({split})", schema=schema, index=index)
         if "train" not in found:
             raise RecipeError(f"{folder}/{sources.SCHEMA} lists no train split")
         return found

@@ -171,7 +171,8 @@ def _shuffled(batch, group, seed):
     size = tf.shape(indices, out_type=tf.int64)[0]
     permutation = tf.random.experimental.stateless_shuffle(
         tf.range(size), seed=tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + group[0], group[1]]))
-    return tf.gather(indices, permutation), tf.nest.map_structure(lambda t: tf.gather(t, permutation), records_)
+    return (tf.gather(indices, permutation),
+            tf.nest.map_structure(lambda t: tf.gather(t, permutation), records_))
 
 
 def _decoded(source, preprocess):

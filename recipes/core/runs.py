@@ -51,7 +51,8 @@ class Run:
     def load_data(self, data=None, **options):
         """The run's data, split as the run split it: from the recorded --data, or from
         `data` (a --data value) with `options` (test_data=, label_column=, ...) when
-        given (alone, `options` change the recorded ones). Data that differs from the run's (another count) is a one-line error."""
+        given (alone, `options` change the recorded ones). Data that differs from the
+        run's (another count or shape) is a one-line error."""
         spec = dict(self.input.get("spec") or {}) if data is None else {"data": data}
         spec.update({k: v for k, v in options.items() if v is not None})
         if not spec.get("data"):
@@ -62,7 +63,8 @@ class Run:
         if "validation" in self.input.get("carved", ()):
             dataset = dataset.with_validation()
         trained = self.metrics.get("num_train_examples")
-        if dataset.train.num_examples != trained or tuple(dataset.x_spec.shape) != tuple(self.input["x_shape"]):
+        shape = dataset.x_spec.shape.as_list()
+        if dataset.train.num_examples != trained or shape != list(self.input["x_shape"]):
             raise RecipeError(
                 f"{self.model_dir} was trained on {trained:,} examples of shape {self.input['x_shape']}, "
                 f"but the data gives {dataset.describe()} of shape {dataset.x_spec.shape.as_list()}; "

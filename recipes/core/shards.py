@@ -63,6 +63,22 @@ def _write_shard(path, examples, count, progress):
     return [written, offsets, largest]
 
 
+def _schema(x_spec, class_names, source):
+    """schema.json's contents for examples of `x_spec` (raw bytes) and int64 labels."""
+    return {"format": sources.SCHEMA_FORMAT, "x": "x", "label": "y", "source": source,
+            "features": {"x": {"kind": "raw", "dtype": x_spec.dtype.name, "shape": x_spec.shape.as_list()},
+                         "y": {"kind": "int64", "shape": []}},
+            "class_names": list(class_names or ()), "splits": {}}
+
+
+def _write_schema(folder, schema):
+    """schema.json, whole or not at all: it marks the folder's shards complete."""
+    path = os.path.join(folder, sources.SCHEMA)
+    with tf.io.gfile.GFile(path + ".partial", "w") as f:
+        json.dump(schema, f, indent=1)
+    tf.io.gfile.rename(path + ".partial", path, overwrite=True)
+
+
 def write(folder, data, *, shards=1, progress=True, source=None):
     """Writes every split of `data` (a `data.Data`) into `folder` as `shards` TFRecord
     shards each, in a fixed shuffled order, then schema.json. A rerun after a kill keeps
@@ -73,12 +89,7 @@ def write(folder, data, *, shards=1, progress=True, source=None):
     if shards < 1:
         raise RecipeError(f"--shards must be at least 1; received {shards}")
     tf.io.gfile.makedirs(folder)
-    schema_path = os.path.join(folder, sources.SCHEMA)
-    x_spec = data.x_spec
-    schema = {"format": sources.SCHEMA_FORMAT, "x": "x", "label": "y", "source": source,
-              "features": {"x": {"kind": "raw", "dtype": x_spec.dtype.name, "shape": x_spec.shape.as_list()},
-                           "y": {"kind": "int64", "shape": []}},
-              "class_names": list(data.class_names or ()), "splits": {}}
+    schema = _schema(data.x_spec, data.class_names, source)
     for split in sources.SPLITS:
         part = getattr(data, split)
         if part is None:
@@ -110,15 +121,14 @@ def write(folder, data, *, shards=1, progress=True, source=None):
             try:
                 index[name] = _write_shard(path, _examples(batches), size, bar)
             except tf.errors.OpError as e:
-                raise RecipeError(f"{part.source.name}: a record cannot be read ({first_line(e.message, 120)}); "
-                                  f"the shards written so far are kept: fix the data and run again") from None
+                reason = first_line(e.message, 120)
+                raise RecipeError(f"{part.source.name}: a record cannot be read ({reason}); the shards "
+                                  "written so far are kept: fix the data and run again") from None
             with tf.io.gfile.GFile(finished, "w") as f:
                 json.dump(index[name], f)
             done += size
         schema["splits"][split] = {"files": names, "index": index}
-    with tf.io.gfile.GFile(schema_path + ".partial", "w") as f:
-        json.dump(schema, f, indent=1)
-    tf.io.gfile.rename(schema_path + ".partial", schema_path, overwrite=True)
+    _write_schema(folder, schema)
     for split in schema["splits"].values():
         for name in split["files"]:
             tf.io.gfile.remove(os.path.join(folder, name) + ".index.json")
@@ -130,8 +140,7 @@ def write_datasets(folder, datasets, *, class_names=None, shards=1):
     `folder` and schema.json, streaming: nothing is held whole. A split of known
     cardinality goes into `shards` files of equal counts, else into one."""
     tf.io.gfile.makedirs(folder)
-    schema = {"format": sources.SCHEMA_FORMAT, "x": "x", "label": "y", "source": "tf.data.Dataset",
-              "class_names": list(class_names or ()), "splits": {}}
+    schema = None
     for split, dataset in datasets.items():
         if dataset is None:
             continue
@@ -141,9 +150,8 @@ def write_datasets(folder, datasets, *, class_names=None, shards=1):
         x_spec = dataset.element_spec[0]
         if not x_spec.shape.is_fully_defined():
             raise ValueError(f"every x of the {split} data must have one static shape. Received: {x_spec}")
-        features = {"x": {"kind": "raw", "dtype": x_spec.dtype.name, "shape": x_spec.shape.as_list()},
-                    "y": {"kind": "int64", "shape": []}}
-        if schema.setdefault("features", features) != features:
+        schema = schema or _schema(x_spec, class_names, "tf.data.Dataset")
+        if _schema(x_spec, class_names, "tf.data.Dataset")["features"] != schema["features"]:
             raise ValueError(f"the {split} data's x is {x_spec}; the training data's is "
                              f"{schema['features']['x']}")
         total = int(dataset.cardinality())
@@ -157,5 +165,6 @@ def write_datasets(folder, datasets, *, class_names=None, shards=1):
         largest = max(entry[2] for entry in index.values())
         if not class_names and split == "train":
             schema["class_names"] = [str(i) for i in range(largest + 1)]
-    with tf.io.gfile.GFile(os.path.join(folder, sources.SCHEMA), "w") as f:
-        json.dump(schema, f)
+    if schema is None:
+        raise ValueError("`datasets` holds no tf.data.Dataset; pass at least the train split")
+    _write_schema(folder, schema)

@@ -293,9 +293,8 @@ def open_csv(path, label_column, class_names=None):
     num_features = len(header) - 1
     ends = offsets[1:] + [end]
     table = tf.constant(np.asarray([offsets, ends], np.int64).T)
-    lookup = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(ids)), tf.constant(list(ids.values()), tf.int32)),
-        default_value=-1)
+    lookup = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+        tf.constant(list(ids)), tf.constant(list(ids.values()), tf.int32)), default_value=-1)
 
     def block_lines(block):
         begin, stop = table[block][0], table[block][1]

@@ -188,8 +188,9 @@ def open_tfds(name, data_dir, network_available):
                           "name; pass a folder, file or glob of your data, or a dataset from "
                           "tfds.list_builders()") from None
     except (tf.errors.OpError, OSError) as e:
-        raise RecipeError(f"--data_dir={data_dir} cannot be read ({first_line(getattr(e, 'message', e), 120)}); "
-                          "pass a --data_dir that can be read") from None
+        reason = first_line(getattr(e, "message", e), 120)
+        raise RecipeError(f"--data_dir={data_dir} cannot be read ({reason}); pass a --data_dir that can "
+                          "be read") from None
     if not prepared:
         if not network_available():
             raise RecipeError(f"{name} is not prepared in {builder.data_dir} and the network is "

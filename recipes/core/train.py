@@ -65,7 +65,7 @@ def train_model(config, strategy, dataset, build_model, *, metrics_fn, recipe, p
         parallel = split(config, strategy, model, dataset, objective)
         if parallel is not None:
             model = parallel.model  # Tensor parallelism: the plain model's pairs are gone.
-        results = train_and_evaluate(
+        results = _train_and_evaluate(
             config, strategy, model, optimizer, dataset, loss_fn=loss_fn, objective=objective,
             metrics_fn=metrics_fn, train_metrics_fn=train_metrics_fn, preprocess=preprocess,
             recipe=recipe, extra_metrics=extra_metrics, signature=signature, augment=augment,
@@ -166,6 +166,18 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
 
     Returns the dict written to metrics.json.
     """
+    data = data_lib.as_data(data)
+    with run_dir.claim(config.model_dir, strategies.is_chief(strategy)):
+        _build(model, strategy, data)
+        return _train_and_evaluate(config, strategy, model, optimizer, data, metrics_fn=metrics_fn,
+                                   preprocess=preprocess, recipe=recipe, loss_fn=loss_fn, objective=objective,
+                                   train_metrics_fn=train_metrics_fn, extra_metrics=extra_metrics,
+                                   signature=signature, augment=augment, parallel=parallel)
+
+
+def _train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
+                        loss_fn, objective, train_metrics_fn, extra_metrics, signature, augment, parallel):
+    """`train_and_evaluate` in a run directory already claimed, on a model already built."""
     start_time = time.time()
     if config.steps_per_loop is None:
         config = dataclasses.replace(config, steps_per_loop=strategies.steps_per_loop(strategy))
@@ -175,15 +187,13 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
     chief = strategies.is_chief(strategy)
     checkpoints = os.path.join(config.model_dir, "checkpoints")
     # A worker's temporary directory goes away however the run ends, errors included.
-    with run_dir.claim(config.model_dir, chief), \
-            (contextlib.nullcontext(config.model_dir) if chief
-             else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir, \
+    with (contextlib.nullcontext(config.model_dir) if chief
+          else tempfile.TemporaryDirectory(prefix="recipes-worker-")) as write_dir, \
             fault_tolerance.stop_signals() as signals, contextlib.ExitStack() as stack, \
             run_dir.disk_full_is_an_error(config.model_dir,
                                           lambda: tf.train.latest_checkpoint(checkpoints),
                                           tidy=lambda: _tidy(write_dir)):
         _tidy(write_dir)
-        _build(model, strategy, data)
         if config.model_parallel > 1 and parallel is None:
             raise RecipeError("--pipeline_stages and --tensor_parallel need the model split by "
                               "train.split (train_model does it)")
@@ -278,13 +288,13 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
           f"steps of {steps_per_epoch} per epoch.")
     train_ds = data_lib.train_dataset(strategy, data.train, config.batch_size, preprocess=preprocess,
                                       seed=config.seed, start_step=start_step, start_record=start_record,
-                                      augment=augment,
-                                      data_service=config.data_service)
+                                      augment=augment, data_service=config.data_service)
     validation = None if data.validation is None else data_lib.eval_dataset(
         strategy, data.validation, config.batch_size, preprocess=preprocess)
-    hooks = [input_state.hook(), loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(
-        strategy, checkpoint, model_dir, signals.terminate)))),
-        loop.InterruptHook(signals.interrupt, can_save=strategies.name_of(strategy) != "multi_worker")]
+    hooks = [input_state.hook(),
+             loop.PreemptionHook(enter(contextlib.closing(fault_tolerance.PreemptionWatcher(
+                 strategy, checkpoint, model_dir, signals.terminate)))),
+             loop.InterruptHook(signals.interrupt, can_save=strategies.name_of(strategy) != "multi_worker")]
     if config.early_stopping_patience:
         hooks.append(loop.EarlyStoppingHook(model, config.early_stopping_patience))
     if config.profile and chief:
