@@ -4,7 +4,13 @@ uses them:
     flags.py            the shared absl flags (defaults from config.TrainConfig)
     config.py           TrainConfig: how to train, checked once
       -> strategies/    (the package beside this one) the tf.distribute strategy
-    data.py, text.py    datasets, and the distributed tf.data pipelines
+    data.py             the input: `Data` (splits, spec, class names), --data opened
+      sources.py        each form on disk (arrays, images, CSV) read in blocks
+      tfrecords.py      TFRecord files and tensorflow-datasets, read from block offsets
+      pipeline.py       the sharded, shuffled, resumable streams that feed the replicas
+      samples.py        the bundled real data (the default --data=sample)
+      shards.py         any data written once as TFRecord shards (recipes.prepare)
+    text.py             BERT's text
     optimization.py     Keras optimizers, schedules and clipping from a TrainConfig
     metrics.py          accuracy, precision, recall, F1, AUC-ROC as Keras metrics
     step.py             the inner loop: the compiled step, its Objective (extension points)

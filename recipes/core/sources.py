@@ -298,12 +298,11 @@ def open_csv(path, label_column, class_names=None):
 
     def block_lines(block):
         begin, stop = table[block][0], table[block][1]
-        # Python reads the byte range: tf.data's CSV and text readers cannot start mid-file.
-        text = tf.numpy_function(lambda b, e: _read_range(path, b, e), [begin, stop], tf.string,
-                                 stateful=False)
-        lines = tf.strings.split(tf.reshape(text, []), "\n")
-        return tf.data.Dataset.from_tensor_slices(tf.boolean_mask(lines, tf.strings.length(
-            tf.strings.strip(lines)) > 0))
+        # tf.data's CSV and text readers cannot start mid-file; its fixed-length reader
+        # reads the block's byte range as one record.
+        text = tf.data.FixedLengthRecordDataset(path, record_bytes=stop - begin, header_bytes=begin).take(1)
+        return text.flat_map(lambda chunk: tf.data.Dataset.from_tensor_slices(
+            _non_empty(tf.strings.split(chunk, "\n"))))
 
     def read(shard, start, count):
         del shard
@@ -320,8 +319,7 @@ def open_csv(path, label_column, class_names=None):
         return tf.ensure_shape(features, [None, num_features]), lookup.lookup(label)
 
     return Source(path, _blocks([count]), tf.TensorSpec([num_features], tf.float32),
-                  tf.TensorSpec([], tf.int32), tuple(class_names), read, decode_batch,
-                  files=(path,), service=False)
+                  tf.TensorSpec([], tf.int32), tuple(class_names), read, decode_batch, files=(path,))
 
 
 def _is_int(text):
@@ -331,10 +329,10 @@ def _is_int(text):
         return False
 
 
-def _read_range(path, begin, end):
-    with open(path, "rb") as f:
-        f.seek(int(begin))
-        return np.asarray(f.read(int(end) - int(begin)), dtype=object)
+def _non_empty(lines):
+    """The lines that hold anything, without their line ends (\r\n too)."""
+    lines = tf.strings.strip(lines)
+    return tf.boolean_mask(lines, tf.strings.length(lines) > 0)
 
 
 # What a --data value names.
