@@ -70,8 +70,6 @@ def prune(config, strategy, run, dataset, signature, *, sparsity, pruning_steps,
 def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequency):
     """Every variant into <run>/compressed/, measured; returns compression.json's dict."""
     signature = run.signature()
-    if signature.outputs != "classes":
-        raise RecipeError(f"{run.model_dir} is not a classifier run; compression is measured by accuracy")
     out = run.path("compressed")
     prune(config, strategy, run, dataset, signature, sparsity=sparsity, pruning_steps=pruning_steps,
           frequency=frequency)
@@ -120,6 +118,8 @@ def main(argv):
             raise RecipeError(f"--{name} does not apply here: compress trains for --pruning_steps "
                               "plus --finetune_steps")
     run = runs.read(FLAGS.model_dir or os.path.join("runs", "mnist"))
+    if run.input["outputs"] != "classes":
+        raise RecipeError(f"{run.model_dir} is not a classifier run; compression is measured by accuracy")
     # The run's own data by default, so that the model is scored on its own test split.
     dataset = recipe_flags.run_data(run)
     config = recipe_flags.train_config("compress", **RECIPE_DEFAULTS,

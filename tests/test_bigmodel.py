@@ -17,9 +17,12 @@ from recipes.core import data
 
 task, model_dir = sys.argv[1], sys.argv[2]
 model = keras.models.load_model(model_dir + "/model.keras")
+# model.keras takes the preprocessed input: the raw features standardized as the run recorded.
+preprocess = data.Preprocessing.from_json(json.load(open(model_dir + "/metrics.json"))["input"]["preprocessing"])
 if task == "breast_cancer":
     split = data.load_breast_cancer()
-    p = model.predict(split.x_test, verbose=0)[:, 0]
+    assert preprocess.kind == "standardize"
+    p = model.predict(preprocess(split.x_test), verbose=0)[:, 0]
     y, predicted = split.y_test[:, 0], (p > 0.5).astype(int)
     scores = dict(accuracy=metrics.accuracy_score(y, predicted),
                   precision=metrics.precision_score(y, predicted),
@@ -27,6 +30,7 @@ if task == "breast_cancer":
                   auc=metrics.roc_auc_score(y, p))
 else:
     split = data.load_mnist()
+    assert preprocess.kind == "scale_pixels"
     p = model.predict(split.x_test / np.float32(255), verbose=0)
     y, predicted = split.y_test, p.argmax(axis=-1)
     scores = dict(accuracy=metrics.accuracy_score(y, predicted),
@@ -60,7 +64,7 @@ def test_readme_command_reaches_its_floor_and_its_metrics_match_sklearn(tmp_path
 @pytest.mark.parametrize("task", [pytest.param("mnist", marks=pytest.mark.slow), "breast_cancer"])
 def test_two_steps_of_each_task_under_each_strategy(tmp_path, strategy_name, task, mnist):
     strategy = shared_strategy(strategy_name)
-    dataset = mnist.with_validation_split() if task == "mnist" else data.load_breast_cancer()
+    dataset = data.as_data(mnist).with_validation() if task == "mnist" else data.load_breast_cancer()
     config = TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
     metrics = bigmodel.run(config, strategy, dataset, task)
     assert metrics["steps"] == 2 and metrics["num_replicas"] == strategy.num_replicas_in_sync

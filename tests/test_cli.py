@@ -28,7 +28,7 @@ def test_main_job_trains_the_articles_net_past_93_5_percent(tmp_path):
     for seed in (0, 1, 2):
         done = run_module("recipes.mnist", f"--model_dir={tmp_path / str(seed)}", f"--seed={seed}")
         assert done.returncode == 0, done.stderr[-3000:]
-        assert "Data: mnist from the embedded sample: 4,500 train and 500 test" in done.stdout
+        assert "Data: mnist (bundled sample): 4,500 train and 500 test" in done.stdout
         assert "Epoch 5/5" in done.stdout and "Test: loss=" in done.stdout
     scored = json.loads(run_python(f"""
 import json, keras, numpy as np
@@ -46,7 +46,7 @@ print(json.dumps(out))
         metrics = json.load(open(tmp_path / str(seed) / "metrics.json"))
         assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
         assert metrics["steps"] == 5 * (4500 // 32)
-        assert metrics["data_source"] == "sample" and metrics["examples_per_second"] > 0
+        assert metrics["data"] == "sample:mnist" and metrics["examples_per_second"] > 0
     assert sum(scored) / 3 >= 0.935, scored
 
 

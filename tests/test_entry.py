@@ -87,7 +87,7 @@ def test_a_default_run_prints_no_absl_info_lines_and_verbosity_brings_them_back(
     quiet = run_module("recipes.mnist", f"--model_dir={tmp_path / 'quiet'}", *args)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert not _ABSL_INFO.search(quiet.stdout + quiet.stderr), (quiet.stdout + quiet.stderr)[-3000:]
-    for line in ("--strategy=auto chose default", "Data: mnist from the embedded sample",
+    for line in ("--strategy=auto chose default", "Data: mnist (bundled sample)",
                  "Strategy: default with 1 replica(s)", "Epoch 1/1", "Test: loss="):
         assert line in quiet.stdout
     assert (tmp_path / "quiet" / "curves.png").exists()

@@ -239,7 +239,8 @@ def from_arrays(x, y, *, x_test=None, y_test=None, x_val=None, y_val=None, name=
 
 def from_array_data(dataset, class_names=None):
     """A `Data` from the bundled loaders' `ArrayData`."""
-    spec = {"data": f"sample:{dataset.name}"} if dataset.source == "sample" else {}
+    bundled = dataset.source == "sample" and dataset.name in BUNDLED
+    spec = {"data": f"sample:{dataset.name}"} if bundled else {}
     integer_ids = dataset.y_train.ndim == 1 and np.issubdtype(dataset.y_train.dtype, np.integer)
     if class_names is None and integer_ids:
         class_names = tuple(str(i) for i in range(int(dataset.y_train.max()) + 1))

@@ -175,10 +175,13 @@ def _shuffled(batch, group, seed):
             tf.nest.map_structure(lambda t: tf.gather(t, permutation), records_))
 
 
-def _decoded(source, preprocess):
+def _decoded(source, preprocess, batch_size):
+    """Decodes and preprocesses a batch of `batch_size` records: (x, y, indices), each
+    with the static batch size a TPU needs (a reader in Python loses it)."""
     def decode(indices, batch):
         x, y = source.decode_batch(batch)
-        return preprocess(x), y, indices
+        x, y = (tf.ensure_shape(t, [batch_size, *t.shape[1:]]) for t in (preprocess(x), y))
+        return x, y, indices
     return decode
 
 
@@ -223,7 +226,7 @@ def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start
                 split, seed=seed, start=start_step * batch if start_record is None else start_record,
                 pipeline=context.input_pipeline_id, num_pipelines=context.num_input_pipelines)
             stream = stream.rebatch(batch, drop_remainder=True)
-        stream = stream.map(_decoded(source, preprocess), num_parallel_calls=tf.data.AUTOTUNE)
+        stream = stream.map(_decoded(source, preprocess, batch), num_parallel_calls=tf.data.AUTOTUNE)
         if augment is not None:
             stream = stream.enumerate(start_step).map(
                 lambda step, batch_: (augment(batch_[0], tf.stack([tf.constant(seed, tf.int64), step])),
@@ -319,7 +322,7 @@ def eval_dataset(strategy, split, global_batch_size, *, preprocess):
         stream = weighted.concatenate(padding).batch(batch, drop_remainder=True)
 
         def decode(indices, batch_, weights):
-            x, y, _ = _decoded(source, preprocess)(indices, batch_)
+            x, y, _ = _decoded(source, preprocess, batch)(indices, batch_)
             return x, y, weights
 
         stream = stream.map(decode, num_parallel_calls=tf.data.AUTOTUNE)

@@ -237,12 +237,9 @@ def _squeezed(decode_batch, grey):
 
 # CSV files.
 
-def open_csv(path, label_column, class_names=None):
-    """A CSV file with a header row: numeric feature columns and `label_column` (integer
-    class ids, or names). One pass in Python checks every cell, counts the rows and
-    notes where each block starts; blocks are then read by byte range."""
-    if not label_column:
-        raise RecipeError(f"{path} is a CSV file: pass --label_column=NAME, the column of class labels")
+def _scan_csv(path, label_column):
+    """One pass over a CSV file in Python, which checks every cell: (header, the label
+    column's index, each block's byte offset, the labels seen, rows, the end offset)."""
     offsets, labels, count = [], set(), 0
     try:
         with open(path, newline="") as f:
@@ -280,13 +277,23 @@ def open_csv(path, label_column, class_names=None):
         raise RecipeError(f"{path} cannot be read as CSV text ({first_line(e, 80)})") from None
     if count == 0:
         raise RecipeError(f"{path} has a header and no rows")
+    return header, label_index, offsets, labels, count, end
+
+
+def open_csv(path, label_column, class_names=None):
+    """A CSV file with a header row: numeric feature columns and `label_column` (integer
+    class ids, or names). One pass in Python checks every cell, counts the rows and
+    notes where each block starts; blocks are then read by byte range."""
+    if not label_column:
+        raise RecipeError(f"{path} is a CSV file: pass --label_column=NAME, the column of class labels")
+    header, label_index, offsets, labels, count, end = _scan_csv(path, label_column)
     numeric = all(_is_int(label) for label in labels)
     if class_names is None:
-        class_names = (tuple(str(i) for i in range(max(int(v) for v in labels) + 1)) if numeric
+        class_names = (tuple(str(i) for i in range(max(int(float(v)) for v in labels) + 1)) if numeric
                        else tuple(sorted(labels)))
     ids = ({str(i): i for i in range(len(class_names))} if numeric
            else {name: i for i, name in enumerate(class_names)})
-    unknown = sorted(label for label in labels if (str(int(label)) if numeric else label) not in ids)
+    unknown = sorted(label for label in labels if (str(int(float(label))) if numeric else label) not in ids)
     if unknown:
         raise RecipeError(f"{path}: labels {unknown[:5]} in column {label_column!r} are not among the "
                           f"training data's classes {list(class_names)[:10]}")
@@ -314,8 +321,8 @@ def open_csv(path, label_column, class_names=None):
         cells = tf.io.decode_csv(lines, defaults)
         features = tf.stack([cells[c] for c in range(len(header)) if c != label_index], axis=1)
         label = tf.strings.strip(cells[label_index])
-        if numeric:
-            label = tf.strings.as_string(tf.strings.to_number(label, tf.int64))
+        if numeric:  # "2" and "2.0" are class 2.
+            label = tf.strings.as_string(tf.cast(tf.strings.to_number(label, tf.float64), tf.int64))
         return tf.ensure_shape(features, [None, num_features]), lookup.lookup(label)
 
     return Source(path, _blocks([count]), tf.TensorSpec([num_features], tf.float32),

@@ -207,7 +207,7 @@ def open_tfds(name, data_dir, network_available):
     shape = [d for d in x_feature.shape]
     if len(shape) == 3 and shape[-1] == 1:
         shape = shape[:2]  # Grey images: [28, 28, 1] -> [28, 28], as the bundled digits.
-    x_spec = tf.TensorSpec(shape, tf.as_dtype(x_feature.dtype))
+    x_spec = tf.TensorSpec(shape, tf.as_dtype(x_feature.np_dtype))
 
     def decode_batch(records):
         def one(record):
