@@ -97,8 +97,8 @@ def two_workers_batches(strategy, split, global_batch_size, *, preprocess, seed,
                     for i in range(2))
 
     def decode(first, second):
-        x, y = split.source.decode_batch(tf.concat([first[1], second[1]], axis=0))
-        return preprocess(x), y
+        (x0, y0), (x1, y1) = first[1], second[1]
+        return preprocess(tf.concat([x0, x1], axis=0)), tf.concat([y0, y1], axis=0)
 
     batches = tf.data.Dataset.zip(streams).map(decode)
     return strategy.distribute_datasets_from_function(lambda context: batches)

@@ -144,7 +144,7 @@ class Data:
             return Preprocessing("none")
         layer = keras.layers.Normalization(axis=-1 if self.x_spec.shape.rank else None)
         layer.adapt(records(self.train, shuffle=False).batch(1024).map(
-            lambda _, record: tf.cast(self.train.source.decode_batch(record)[0], tf.float32)))
+            lambda _, example: tf.cast(example[0], tf.float32)))
         as_tuple = lambda value: tuple(np.ravel(keras.ops.convert_to_numpy(value)).tolist())  # noqa: E731
         return Preprocessing("standardize", as_tuple(layer.mean), as_tuple(layer.variance))
 
@@ -152,7 +152,7 @@ class Data:
         """A split's labels as NumPy, in order, read streaming (the examples are dropped)."""
         part = getattr(self, split)
         return np.concatenate([y for y in records(part, shuffle=False).batch(1024).map(
-            lambda _, batch: part.source.decode_batch(batch)[1]).as_numpy_iterator()])
+            lambda _, example: example[1]).as_numpy_iterator()])
 
     def arrays(self, split="test", limit=None):
         """(x, y) of a split as NumPy, in order (for measuring and calibration; `limit`
@@ -162,16 +162,15 @@ class Data:
         if limit is not None:
             stream = stream.take(limit)
         xs, ys = [], []
-        for _, batch in stream.batch(1024):
-            x, y = part.source.decode_batch(batch)
-            xs.append(x.numpy())
-            ys.append(y.numpy())
+        for _, (x, y) in stream.batch(1024).as_numpy_iterator():
+            xs.append(x)
+            ys.append(y)
         return np.concatenate(xs), np.concatenate(ys)
 
 
-def _carve(split, fraction, offset=0.0):
+def _carve(split, fraction):
     """(rest, carved): `fraction` of `split`'s source records, chosen by the fixed carve
-    permutation (so whatever --seed), starting at `offset` of the ranks."""
+    permutation (so whatever --seed): the lowest ranks of those `split` keeps."""
     count = split.source.num_records
     low, high = split.keep or (0, count)
     size = max(1, int(round((high - low) * fraction)))
@@ -219,8 +218,7 @@ def _class_ids(source):
     """('0', ..., 'K-1') for a source whose labels are integer class ids up to K-1, read
     once, streaming (data without class names: TFRecords without a schema, say)."""
     smallest, largest = 0, -1
-    labels = records(Split(source), shuffle=False).batch(4096).map(
-        lambda _, batch: source.decode_batch(batch)[1])
+    labels = records(Split(source), shuffle=False).batch(4096).map(lambda _, example: example[1])
     for y in labels:
         smallest, largest = min(smallest, int(tf.reduce_min(y))), max(largest, int(tf.reduce_max(y)))
     if smallest < 0:

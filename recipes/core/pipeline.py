@@ -23,10 +23,11 @@ from recipes.core import sources
 from recipes.core.errors import RecipeError
 
 CARVE_SEED = (20240, 24)  # The index permutation that decides which records are carved.
-# Blocks read at once, in parallel, and the records shuffled together (a bounded buffer).
+# Blocks read (and decoded) at once, in parallel, and the examples shuffled together:
+# a bounded buffer of SHUFFLE_RECORDS, or fewer where they would pass SHUFFLE_BYTES.
 PARALLEL_BLOCKS = 4
-SHUFFLE_BLOCKS = 16
-SHUFFLE_RECORDS = SHUFFLE_BLOCKS * sources.BLOCK_SIZE
+SHUFFLE_RECORDS = 16 * sources.BLOCK_SIZE
+SHUFFLE_BYTES = 64 << 20
 # A block's row in a pipeline's plan: the source's (shard, start, count, first index),
 # then which of its kept records this pipeline reads: skip that many, take that many.
 SHARD, START, COUNT, FIRST, SKIP, TAKE = range(6)
@@ -83,35 +84,47 @@ def _ranks(indices, count):
 
 # The pipelines: what every replica is fed.
 
+def group_size(source):
+    """Examples shuffled together: SHUFFLE_RECORDS, or as many whole blocks as fit in
+    SHUFFLE_BYTES of decoded examples (large images), at least one block."""
+    example = source.x_spec.shape.num_elements() * source.x_spec.dtype.size
+    blocks = min(SHUFFLE_RECORDS, SHUFFLE_BYTES // max(example, 1)) // sources.BLOCK_SIZE
+    return max(1, blocks) * sources.BLOCK_SIZE
+
+
 def records(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipelines=1):
-    """The endless stream of (index, record) one input pipeline reads from `split`,
-    from position `start` (records since the run began), or with `shuffle=False` one
-    pass in order.
+    """The endless stream of (index, (x, y)) one input pipeline reads from `split`,
+    decoded, from position `start` (examples since the run began), or with
+    `shuffle=False` one pass in order.
 
     The stream is a pure function of (split, seed, pipeline): epoch e reads the
     pipeline's blocks in an order permuted by (seed, e), `PARALLEL_BLOCKS` at once, and
-    shuffles every `SHUFFLE_RECORDS` consecutive records by (seed, e, group). So the
-    position of any record is arithmetic on the block counts: a resume starts at its
-    group's first block and drops fewer than `SHUFFLE_RECORDS` records, whatever the
-    position (no replay), and the whole input state is the position.
+    shuffles every `group_size` consecutive examples by (seed, e, group). So the
+    position of any example is arithmetic on the block counts: a resume starts at its
+    group's first block and drops less than a group, whatever the position (no
+    replay), and the whole input state is the position.
     """
     return record_batches(split, seed=seed, start=start, shuffle=shuffle, pipeline=pipeline,
                           num_pipelines=num_pipelines).unbatch()
 
 
 def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipelines=1):
-    """`records` as batches of (indices, records) of varying size, which `rebatch` cuts
-    into a pipeline's batches without going through the records one by one."""
+    """`records` as batches of (indices, (x, y)) of varying size, which `rebatch` cuts
+    into a pipeline's batches without going through the examples one by one."""
     plan = split.plan(pipeline, num_pipelines)
     if not len(plan):
         raise RecipeError(f"{split.source.name} has fewer examples than input pipelines ({num_pipelines})")
     source, keep, total = split.source, split.keep, int(plan[:, TAKE].sum())
     rows = tf.constant(plan)
+    group_records = group_size(source)
 
     def read(row):
-        """One block, as one batch: the records this pipeline takes of it, with their indices."""
-        return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(
-            lambda *block: _kept(block[0] if len(block) == 1 else block, row, keep, source.num_records))
+        """One block, as one batch: the examples this pipeline takes of it, decoded, with
+        their indices. Decoded here, in parallel, so that the shuffle moves dense arrays."""
+        def decoded(*block):
+            indices, kept = _kept(block[0] if len(block) == 1 else block, row, keep, source.num_records)
+            return indices, source.decode_batch(kept)
+        return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(decoded)
 
     def read_rows(table):
         # One element per block, so that reading blocks in parallel keeps their order.
@@ -127,12 +140,12 @@ def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipe
         order = tf.gather(rows, tf.random.experimental.stateless_shuffle(
             tf.range(len(plan), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), number])))
         ends = tf.cumsum(order[:, TAKE])
-        group = position // SHUFFLE_RECORDS
-        first = group * SHUFFLE_RECORDS
+        group = position // group_records
+        first = group * group_records
         block = tf.searchsorted(ends, [first], side="right")[0]
         into = first - (ends[block] - order[block, TAKE])  # Records of that block already read.
         order = tf.tensor_scatter_nd_add(order[block:], [[0, SKIP], [0, TAKE]], tf.stack([into, -into]))
-        groups = read_rows(order).rebatch(SHUFFLE_RECORDS).enumerate(group)
+        groups = read_rows(order).rebatch(group_records).enumerate(group)
 
         def shuffled(g, batch):
             indices, records_ = _shuffled(batch, [number, g], seed)
@@ -175,14 +188,14 @@ def _shuffled(batch, group, seed):
             tf.nest.map_structure(lambda t: tf.gather(t, permutation), records_))
 
 
-def _decoded(source, preprocess, batch_size):
-    """Decodes and preprocesses a batch of `batch_size` records: (x, y, indices), each
-    with the static batch size a TPU needs (a reader in Python loses it)."""
-    def decode(indices, batch):
-        x, y = source.decode_batch(batch)
+def _prepared(preprocess, batch_size):
+    """A batch of `batch_size` decoded examples, preprocessed: (x, y, indices), each with
+    the static batch size a TPU needs (a reader in Python loses it)."""
+    def prepare(indices, examples):
+        x, y = examples
         x, y = (tf.ensure_shape(t, [batch_size, *t.shape[1:]]) for t in (preprocess(x), y))
         return x, y, indices
-    return decode
+    return prepare
 
 
 def _replica_batches(dataset, global_batch_size, context):
@@ -214,7 +227,6 @@ def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start
     if data_service and strategies.num_input_pipelines(strategy) > 1:
         raise RecipeError("--data_service feeds one input pipeline; with several workers "
                           "(--strategy=multi_worker) each would read every record: leave one out")
-    source = split.source
 
     def dataset_fn(context):
         batch = global_batch_size // context.num_input_pipelines
@@ -226,7 +238,7 @@ def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start
                 split, seed=seed, start=start_step * batch if start_record is None else start_record,
                 pipeline=context.input_pipeline_id, num_pipelines=context.num_input_pipelines)
             stream = stream.rebatch(batch, drop_remainder=True)
-        stream = stream.map(_decoded(source, preprocess, batch), num_parallel_calls=tf.data.AUTOTUNE)
+        stream = stream.map(_prepared(preprocess, batch), num_parallel_calls=tf.data.AUTOTUNE)
         if augment is not None:
             stream = stream.enumerate(start_step).map(
                 lambda step, batch_: (augment(batch_[0], tf.stack([tf.constant(seed, tf.int64), step])),
@@ -286,10 +298,11 @@ def _service_records(split, seed, address):
     source, keep, count = split.source, split.keep, split.source.num_records
 
     def read(row):
-        stream = source.read(row[SHARD], row[START], row[COUNT]).enumerate(row[FIRST])
-        if keep is not None:
-            stream = stream.filter(lambda index, _: _in_range(index, count, keep))
-        return stream.skip(row[SKIP]).take(row[TAKE])
+        def decoded(*block):
+            indices, kept = _kept(block[0] if len(block) == 1 else block, row, keep, count)
+            return indices, source.decode_batch(kept)
+        return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(
+            decoded).unbatch()
 
     blocks = tf.data.Dataset.from_tensor_slices(tf.constant(plan))
     stream = blocks.interleave(read, cycle_length=PARALLEL_BLOCKS, num_parallel_calls=tf.data.AUTOTUNE)
@@ -310,22 +323,21 @@ def eval_dataset(strategy, split, global_batch_size, *, preprocess):
     batch = global_batch_size // pipelines
     shares = [split.plan(p, pipelines)[:, TAKE].sum() for p in range(pipelines)]
     steps = max(-(-int(share) // batch) for share in shares)
-    source = split.source
 
     def dataset_fn(context):
         share = int(shares[context.input_pipeline_id])
         stream = records(split, shuffle=False, pipeline=context.input_pipeline_id,
                          num_pipelines=context.num_input_pipelines)
-        weighted = stream.map(lambda index, record: (index, record, tf.constant(1.0)))
-        padding = stream.take(1).map(lambda index, record: (index, record, tf.constant(0.0))).repeat(
+        weighted = stream.map(lambda index, example: (index, example, tf.constant(1.0)))
+        padding = stream.take(1).map(lambda index, example: (index, example, tf.constant(0.0))).repeat(
             steps * batch - share)
         stream = weighted.concatenate(padding).batch(batch, drop_remainder=True)
 
-        def decode(indices, batch_, weights):
-            x, y, _ = _decoded(source, preprocess, batch)(indices, batch_)
+        def prepare(indices, examples, weights):
+            x, y, _ = _prepared(preprocess, batch)(indices, examples)
             return x, y, weights
 
-        stream = stream.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
+        stream = stream.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         return _replica_batches(stream, global_batch_size, context)
 
     return strategy.distribute_datasets_from_function(dataset_fn), steps

@@ -116,8 +116,7 @@ def write(folder, data, *, shards=1, progress=True, source=None):
             # The split's first epoch, shuffled (fixed), from this shard's first record on.
             stream = data_lib.records(part, seed=0, start=done)
             batches = stream.take(size).batch(1024).map(
-                lambda _, records, source=part.source: source.decode_batch(records),
-                num_parallel_calls=tf.data.AUTOTUNE).as_numpy_iterator()
+                lambda _, examples: examples).as_numpy_iterator()
             try:
                 index[name] = _write_shard(path, _examples(batches), size, bar)
             except tf.errors.OpError as e:

@@ -205,6 +205,9 @@ def open_tfds(name, data_dir, network_available):
     x_feature, y_feature = info.features[x_key], info.features[y_key]
     class_names = tuple(y_feature.names) if hasattr(y_feature, "names") else None
     shape = [d for d in x_feature.shape]
+    if None in shape:
+        raise RecipeError(f"{name}'s {x_key} has no fixed shape ({shape}): its examples differ in size, "
+                          "and the recipes do not resize; prepare it at one size first")
     if len(shape) == 3 and shape[-1] == 1:
         shape = shape[:2]  # Grey images: [28, 28, 1] -> [28, 28], as the bundled digits.
     x_spec = tf.TensorSpec(shape, tf.as_dtype(x_feature.np_dtype))
