@@ -37,8 +37,11 @@ def own(tmp_path_factory):
     load_wine(as_frame=True).frame.to_csv(root / "wine.csv", index=False)
     shards.write(str(root / "digits_tf"), data.open_data(str(root / "digits")), shards=4, progress=False)
     shards.write(str(root / "digits_tf1"), data.open_data(str(root / "digits")), shards=1, progress=False)
+    from recipes.core import text  # The Python Language Reference's topics: real text that ships with Python.
+
+    (root / "reference.txt").write_text(text.reference_text())
     return {**{name: str(root / name) for name in ("digits", "digits_tf", "digits_tf1")},
-            "wine": str(root / "wine.csv")}
+            "wine": str(root / "wine.csv"), "reference": str(root / "reference.txt")}
 
 
 def _ids(stream, count):
@@ -64,6 +67,18 @@ def test_every_form_opens_with_its_splits_shapes_and_classes(own):
     standardized = preprocessing(table.arrays("train")[0])
     assert preprocessing.kind == "standardize"
     np.testing.assert_allclose(np.mean(standardized, axis=0), 0, atol=1e-4)
+
+
+def test_a_csv_of_many_blocks_reads_every_row_once_whatever_its_line_ends(own, tmp_path):
+    x, y = data.open_data(own["digits"]).arrays("train")  # 1,617 rows: 7 blocks of 256.
+    rows = [",".join(map(str, row)) + f",{label}" for row, label in zip(x.reshape(len(x), -1), y)]
+    header = ",".join(f"p{i}" for i in range(64)) + ",label"
+    path = tmp_path / "digits.csv"
+    path.write_bytes(("\r\n".join([header] + rows[:300] + [""] + rows[300:])).encode())  # No final newline.
+    opened = data.open_data(str(path), label_column="label", test_data=str(path))
+    assert opened.train.num_examples == len(x)
+    x_back, y_back = opened.arrays("train")
+    assert sorted(zip(map(bytes, x_back.astype(np.uint8)), y_back)) == sorted(zip(map(bytes, x.reshape(len(x), -1)), y))
 
 
 def test_numpy_forms_are_read_memory_mapped_and_as_npz(own, tmp_path):
@@ -101,6 +116,24 @@ def test_an_epoch_reads_every_record_once_and_a_resume_continues_exactly(own, ca
     # Resumed anywhere (group, block and epoch edges included), it goes on exactly.
     for start in (1, 255, 256, 700, count - 1, count, count + 17, 2 * count + 5):
         assert _ids(pipeline.records(split, seed=3, start=start), 300) == full[start:start + 300], start
+
+
+def test_text_is_windows_of_next_byte_targets_with_the_last_tenth_held_out(own):
+    window = 64
+    opened = data.open_data(own["reference"], text_window=window)
+    raw = open(own["reference"], "rb").read()
+    cut = int(len(raw) * 0.9)
+    assert opened.x_spec == tf.TensorSpec([window], tf.int32) and opened.class_names is None
+    for split, (low, high) in (("train", (0, cut)), ("test", (cut, len(raw)))):
+        x, y = opened.arrays(split)
+        assert len(x) == (high - low - 1) // window == getattr(opened, split).num_examples
+        np.testing.assert_array_equal(y[:, :-1], x[:, 1:])  # y is x moved on by one byte.
+        np.testing.assert_array_equal(x[3], np.frombuffer(raw[low + 3 * window:low + 4 * window], np.uint8))
+    train = opened.train
+    full = _ids(pipeline.records(train, seed=5), 2 * train.num_examples)
+    assert sorted(full[:train.num_examples]) == list(range(train.num_examples))
+    for start in (7, 4096, train.num_examples + 3):
+        assert _ids(pipeline.records(train, seed=5, start=start), 200) == full[start:start + 200]
 
 
 @pytest.mark.parametrize("name", ["digits_tf", "digits_tf1"])
@@ -235,6 +268,12 @@ def _bad_files(root):
     made["floaty"] = root / "floaty.npz"
     np.savez(root / "mismatch.npz", x=np.zeros((4, 2)), y=np.ones(3, np.int64))
     made["mismatch"] = root / "mismatch.npz"
+    for name in ("badschema", "noshard"):  # Prepared shards, then damaged.
+        rows = np.arange(40, dtype=np.float32).reshape(20, 2)
+        shards.write(str(root / name), data.from_arrays(rows, np.arange(20) % 2), shards=2, progress=False)
+        made[name] = root / name
+    (root / "badschema" / sources.SCHEMA).write_text('{"format": "recipes.tfrecord/1", "x": 3}')
+    (root / "noshard" / "train-00001-of-00002.tfrecord").unlink()
     return {name: str(path) for name, path in made.items()}
 
 
@@ -265,12 +304,15 @@ BAD_DATA = [
     ("bigmodel", ["--data={npydir}"], "has no y.npy"),
     ("bigmodel", ["--data={floaty}"], "y must hold one integer class id"),
     ("bigmodel", ["--data={mismatch}"], "x has 4 examples and y 3"),
+    ("bigmodel", ["--data={badschema}"], "cannot be read as a schema"),
+    ("bigmodel", ["--data={noshard}"], "train-00001-of-00002.tfrecord named in schema.json is missing"),
     ("mnist", ["--data={digits}", "--test_data={sizes}"], "classes ['a', 'b']"),
     ("mnist", ["--data={digits_tf}", "--test_data={digits}"], "has a test split of its own"),
     ("mnist", ["--data_source=tfds"], "--data_source is replaced by --data"),
     ("mnist", ["--data_dir={digits}"], "pass --data=NAME"),
     ("mnist", ["--data=sample:nope"], "no bundled sample of that name"),
     ("mnist", ["--data=no_such_dataset_anywhere"], "neither a path that exists nor a tensorflow-datasets"),
+    ("mnist", ["--data={reference}"], "is text, which the language recipes read"),
     ("mnist", ["--data=mnist"], "not prepared"),
     ("lstm", ["--data={wine}", "--label_column=target"], "cannot build the model"),
     ("mnist", ["--data={digits}", "--batch_size=4096"], "is larger than the 1617 training examples"),

@@ -7,6 +7,7 @@ uses them:
     data.py             the input: `Data` (splits, spec, class names), --data opened
       sources.py        each form on disk (arrays, images, CSV) read in blocks
       tfrecords.py      TFRecord files and tensorflow-datasets, read from block offsets
+      corpus.py         text files as windows of next-byte targets, for language models
       pipeline.py       the sharded, shuffled, resumable streams that feed the replicas
       samples.py        the bundled real data (the default --data=sample)
       shards.py         any data written once as TFRecord shards (recipes.prepare)

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes.core import sources, tfrecords
+from recipes.core import corpus, sources, tfrecords
 from recipes.core.errors import RecipeError
 from recipes.core.pipeline import (  # noqa: F401 - the pipelines, where the recipes look for them.
     CARVE_SEED, InputState, Split, eval_dataset, records, train_dataset)
@@ -277,13 +277,14 @@ def as_data(value):
 
 
 def open_data(data, *, test_data=None, validation_data=None, label_column=None, data_dir=None,
-              samples=None, spec=None):
+              text_window=None, samples=None, spec=None):
     """The `Data` a `--data` value names (see recipes/core/sources.py for the forms);
     `samples` maps the names of the recipe's bundled samples (`sample` is the first)
-    to their loaders. Anything that cannot be used is a one-line `RecipeError`."""
+    to their loaders; `text_window` is a language recipe's context, for text files
+    (recipes/core/corpus.py). Anything that cannot be used is a one-line `RecipeError`."""
     samples = samples or {}
     spec = spec or {"data": data, "test_data": test_data, "validation_data": validation_data,
-                    "label_column": label_column, "data_dir": data_dir}
+                    "label_column": label_column, "data_dir": data_dir, "text_window": text_window}
     if data == "sample" or data.startswith("sample:"):
         name = data.partition(":")[2] or next(iter(samples), "mnist")
         loader = samples.get(name) or BUNDLED.get(name)
@@ -294,21 +295,21 @@ def open_data(data, *, test_data=None, validation_data=None, label_column=None, 
             raise RecipeError("--test_data and --validation_data go with your own --data; the bundled "
                               "sample has its own splits")
         return dataclasses.replace(from_array_data(loader()), spec={**spec, "data": f"sample:{name}"})
-    splits = _open_splits(data, label_column, data_dir)
+    splits = _open_splits(data, label_column, data_dir, text_window=text_window)
     class_names = splits["train"].class_names
     for part, value in (("test", test_data), ("validation", validation_data)):
         if value:
             if part in splits:
                 raise RecipeError(f"--data={data} has a {part} split of its own; leave --{part}_data out")
-            splits[part] = _open_splits(value, label_column, data_dir, class_names, part)["train"]
+            splits[part] = _open_splits(value, label_column, data_dir, class_names)["train"]
     name = data if "train" not in splits or splits["train"].name == data else f"{data}"
     return make_data(name, splits["train"], splits.get("test"), splits.get("validation"), spec=spec)
 
 
-def _open_splits(data, label_column, data_dir, class_names=None, role="train"):
+def _open_splits(data, label_column, data_dir, class_names=None, text_window=None):
     """{split: Source} of one --data value."""
     if data.startswith("tfds:") or not (os.path.exists(data) or any(c in data for c in "*?[")
-                                        or "://" in data or os.sep in data or data.endswith(_FILE_KINDS)):
+                                        or "://" in data or os.sep in data or _kind(data)):
         return tfrecords.open_tfds(data.removeprefix("tfds:"), data_dir, network_available)
     files = sources.expand(data)
     if len(files) == 1 and tf.io.gfile.isdir(files[0]):
@@ -318,6 +319,11 @@ def _open_splits(data, label_column, data_dir, class_names=None, role="train"):
         raise RecipeError(f"--data={data} names {', '.join(os.path.basename(f) for f in files[:4])}: "
                           f"pass files of one kind ({', '.join(_FILE_KINDS)}) or a folder")
     kind = kinds.pop()
+    if kind == "text":
+        if text_window is None:
+            raise RecipeError(f"--data={data} is text, which the language recipes read; this recipe "
+                              "takes images, tables, arrays or TFRecords (docs/data.md)")
+        return corpus.open_text(files, text_window)
     if kind == "csv":
         if len(files) > 1:
             raise RecipeError(f"--data={data} names {len(files)} CSV files; pass one")
@@ -328,14 +334,15 @@ def _open_splits(data, label_column, data_dir, class_names=None, role="train"):
     return {"train": tfrecords.open_tfrecords(files, data, schema=schema, label_column=label_column)}
 
 
-_FILE_KINDS = (".csv", ".npz", ".tfrecord", ".tfrecords", ".tfrec")
+_FILE_KINDS = {".csv": "csv", ".npz": "npz", ".txt": "text", ".tfrecord": "tfrecord",
+               ".tfrecords": "tfrecord", ".tfrec": "tfrecord"}
 
 
 def _kind(path):
-    for ending in _FILE_KINDS:
-        if path.endswith(ending) or ending in ("tfrecord",) and ".tfrecord-" in path:
-            return ending.lstrip(".").replace("tfrecords", "tfrecord").replace("tfrec", "tfrecord")
-    return "tfrecord" if ".tfrecord" in os.path.basename(path) else None
+    """A file's kind by its name (`train.tfrecord-00000-of-00004` is a TFRecord too)."""
+    name = os.path.basename(path)
+    kind = next((kind for ending, kind in _FILE_KINDS.items() if name.endswith(ending)), None)
+    return kind or ("tfrecord" if ".tfrecord" in name else None)
 
 
 def _open_folder(folder, label_column, class_names):

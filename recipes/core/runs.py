@@ -59,7 +59,7 @@ class Run:
             raise RecipeError(f"{self.model_dir} was trained on data passed in Python, which it cannot "
                               "open again; pass --data= the same data (any form docs/data.md lists)")
         dataset = data_lib.open_data(spec.pop("data"), **{k: spec.get(k) for k in (
-            "test_data", "validation_data", "label_column", "data_dir")})
+            "test_data", "validation_data", "label_column", "data_dir", "text_window")})
         if "validation" in self.input.get("carved", ()):
             dataset = dataset.with_validation()
         trained = self.metrics.get("num_train_examples")

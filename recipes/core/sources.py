@@ -242,8 +242,8 @@ def _scan_csv(path, label_column):
     column's index, each block's byte offset, the labels seen, rows, the end offset)."""
     offsets, labels, count = [], set(), 0
     try:
-        with open(path, newline="") as f:
-            header = next(csv.reader([f.readline()]), None)
+        with open(path, "rb") as f:  # Binary: tell() is the byte offset the blocks are read at.
+            header = next(csv.reader([f.readline().decode("utf-8")]), None)
             if not header or label_column not in header:
                 raise RecipeError(f"{path} has no column {label_column!r} (its columns: "
                                   f"{', '.join(header or [])}); pass --label_column= one of them")
@@ -255,7 +255,7 @@ def _scan_csv(path, label_column):
                     break
                 if not line.strip():
                     continue
-                cells = next(csv.reader([line]))
+                cells = next(csv.reader([line.decode("utf-8")]))
                 if len(cells) != len(header):
                     raise RecipeError(f"{path}, line {count + 2}: {len(cells)} cells for {len(header)} "
                                       "columns; fix the row")
@@ -307,7 +307,7 @@ def open_csv(path, label_column, class_names=None):
         begin, stop = table[block][0], table[block][1]
         # tf.data's CSV and text readers cannot start mid-file; its fixed-length reader
         # reads the block's byte range as one record.
-        text = tf.data.FixedLengthRecordDataset(path, record_bytes=stop - begin, header_bytes=begin).take(1)
+        text = byte_range(path, begin, stop - begin, end)
         return text.flat_map(lambda chunk: tf.data.Dataset.from_tensor_slices(
             _non_empty(tf.strings.split(chunk, "\n"))))
 
@@ -334,6 +334,14 @@ def _is_int(text):
         return float(text) == int(float(text)) and int(float(text)) >= 0
     except ValueError:
         return False
+
+
+def byte_range(path, begin, length, size):
+    """A dataset of one element: bytes [begin, begin + length) of the file `path` of
+    `size` bytes, read by tf.data's fixed-length reader (the rest of the file is its
+    header and footer)."""
+    return tf.data.FixedLengthRecordDataset(path, record_bytes=length, header_bytes=begin,
+                                            footer_bytes=size - begin - length)
 
 
 def _non_empty(lines):

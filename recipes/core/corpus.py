@@ -1,0 +1,65 @@
+"""Text files as a source for the language recipes: the text cut into windows of
+`window` + 1 bytes, each starting where the one before it ends, so that a window
+gives `window` byte ids in (x) and the next byte of each out (y, next-token targets).
+
+    splits = corpus.open_text(["shakespeare.txt"], window=64)   # {"train": ..., "test": ...}
+
+The held-out test split is the last 10% of the text, as nanoGPT holds out the last
+10% of its characters; windows never cross it, nor a file's end. Each file is a
+shard; a block of windows is one byte range, read by tf.data's fixed-length reader
+(it can start mid-file, where its text and CSV readers cannot), so the stream
+shards, shuffles and resumes like any other source, with no Python in the reading.
+Tokens are bytes (ids 0-255): character-level for ASCII text, and any text is
+representable; a recipe maps them to a smaller vocabulary if it wants one.
+"""
+import numpy as np
+import tensorflow as tf
+
+from recipes.core.errors import RecipeError
+from recipes.core.sources import Source, _blocks, byte_range
+
+HELD_OUT = 0.1  # The last part of the text that is the test split.
+
+
+def open_text(files, window, held_out=HELD_OUT):
+    """{"train": Source, "test": Source} over the text `files` (in order, as one text)."""
+    if window < 1:
+        raise RecipeError(f"the text window must be at least 1 byte; received {window}")
+    sizes = [tf.io.gfile.stat(path).length for path in files]
+    total = sum(sizes)
+    if total < 2 * (window + 1) / held_out:
+        raise RecipeError(f"{', '.join(files)} holds {total:,} bytes: too little text for windows of "
+                          f"{window + 1} bytes in both splits; pass more text or a shorter context")
+    cut = int(total * (1 - held_out))  # Where the held-out text begins, in the files taken as one.
+    ranges = {"train": [], "test": []}
+    offset = 0
+    for path, size in zip(files, sizes):
+        begin, end = offset, offset + size
+        for split, (low, high) in (("train", (begin, min(end, cut))), ("test", (max(begin, cut), end))):
+            if high - low > window:
+                ranges[split].append((path, low - begin, high - begin))
+        offset = end
+    return {split: _windows(parts, window, f"{', '.join(files)} ({split})")
+            for split, parts in ranges.items()}
+
+
+def _windows(parts, window, name):
+    """A source of the windows in `parts`: (file, first byte, end byte) each."""
+    counts = [(end - start - 1) // window for _, start, end in parts]
+    paths = tf.constant([path for path, _, _ in parts])
+    starts = tf.constant(np.asarray([start for _, start, _ in parts], np.int64))
+    sizes = tf.constant(np.asarray([tf.io.gfile.stat(path).length for path, _, _ in parts], np.int64))
+
+    def read(shard, start, count):
+        first = tf.gather(starts, shard) + start * window
+        chunk = byte_range(tf.gather(paths, shard), first, count * window + 1, tf.gather(sizes, shard))
+        lengths = tf.fill([count], tf.constant(window + 1, tf.int64))
+        return chunk.flat_map(lambda text: tf.data.Dataset.from_tensor_slices(tf.strings.substr(
+            tf.fill([count], text), tf.range(count) * window, lengths)))
+
+    def decode_batch(windows):
+        ids = tf.cast(tf.reshape(tf.io.decode_raw(windows, tf.uint8), [-1, window + 1]), tf.int32)
+        return ids[:, :-1], ids[:, 1:]
+
+    return Source(name, _blocks(counts), tf.TensorSpec([window], tf.int32), tf.TensorSpec([window], tf.int32),
+                  None, read, decode_batch, files=tuple(path for path, _, _ in parts))
