@@ -23,7 +23,7 @@ from tests.helpers import REPO, assert_one_line_error, run_module, shared_strate
 
 @pytest.fixture(scope="session")
 def own(tmp_path_factory):
-    """scikit-learn's digits as class folders of PNGs and as 4 TFRecord shards, and its
+    """scikit-learn's digits as class folders of PNGs and as 8 TFRecord shards, and its
     wine table as a CSV; {name: path}."""
     from PIL import Image
     from sklearn.datasets import load_digits, load_wine
@@ -35,7 +35,7 @@ def own(tmp_path_factory):
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray((image * 255 / 16).astype(np.uint8)).save(folder / f"{i:04d}.png")
     load_wine(as_frame=True).frame.to_csv(root / "wine.csv", index=False)
-    shards.write(str(root / "digits_tf"), data.open_data(str(root / "digits")), shards=4, progress=False)
+    shards.write(str(root / "digits_tf"), data.open_data(str(root / "digits")), shards=8, progress=False)
     shards.write(str(root / "digits_tf1"), data.open_data(str(root / "digits")), shards=1, progress=False)
     from recipes.core import text  # The Python Language Reference's topics: real text that ships with Python.
 
@@ -139,7 +139,7 @@ def test_text_is_windows_of_next_byte_targets_with_the_last_tenth_held_out(own):
 @pytest.mark.parametrize("name", ["digits_tf", "digits_tf1"])
 @pytest.mark.parametrize("workers", [2, 3])
 def test_workers_read_disjoint_balanced_shares_that_cover_every_record(own, name, workers):
-    split = data.open_data(own[name]).train  # 4 shards, or 1: fewer files than workers.
+    split = data.open_data(own[name]).train  # 8 shards, or 1: fewer files than workers.
     shares = [_ids(pipeline.records(split, shuffle=False, pipeline=p, num_pipelines=workers),
                    split.num_examples) for p in range(workers)]
     every = [i for share in shares for i in share]
@@ -293,7 +293,7 @@ BAD_DATA = [
     ("mnist", ["--data={sizes}"], "9x9 pixels"),
     ("bigmodel", ["--data={wine}"], "pass --label_column"),
     ("bigmodel", ["--data={wine}", "--label_column=species"], "has no column 'species'"),
-    ("bigmodel", ["--data={text}", "--label_column=label"], "'x' is not a number"),
+    ("bigmodel", ["--data={text}", "--label_column=label"], "'x' is not a finite number"),
     ("bigmodel", ["--data={ragged}", "--label_column=label"], "2 cells for 3 columns"),
     ("bigmodel", ["--data={header}", "--label_column=label"], "has a header and no rows"),
     ("bigmodel", ["--data={nolabel}"], "no label feature"),
@@ -448,7 +448,7 @@ print(json.dumps({"ids": ids[:share], "batches": -(-share // (batch // 2))}))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["digits_tf", "digits_tf1"], ids=["4 shards", "1 shard"])
+@pytest.mark.parametrize("name", ["digits_tf", "digits_tf1"], ids=["8 shards", "1 shard"])
 def test_two_workers_read_every_record_once_in_an_epoch(own, name):
     from tests.test_multi_worker import _free_ports
 

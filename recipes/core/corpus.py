@@ -6,9 +6,9 @@ gives `window` byte ids in (x) and the next byte of each out (y, next-token targ
 
 The held-out test split is the last 10% of the text, as nanoGPT holds out the last
 10% of its characters; windows never cross it, nor a file's end. Each file is a
-shard; a block of windows is one byte range, read by tf.data's fixed-length reader
-(it can start mid-file, where its text and CSV readers cannot), so the stream
-shards, shuffles and resumes like any other source, with no Python in the reading.
+shard; a block of windows is one byte range, read with a seek (`sources.byte_range`),
+so the stream shards, shuffles and resumes like any other source.
+
 Tokens are bytes (ids 0-255): character-level for ASCII text, and any text is
 representable; a recipe maps them to a smaller vocabulary if it wants one.
 """
@@ -48,18 +48,16 @@ def _windows(parts, window, name):
     counts = [(end - start - 1) // window for _, start, end in parts]
     paths = tf.constant([path for path, _, _ in parts])
     starts = tf.constant(np.asarray([start for _, start, _ in parts], np.int64))
-    sizes = tf.constant(np.asarray([tf.io.gfile.stat(path).length for path, _, _ in parts], np.int64))
 
     def read(shard, start, count):
         first = tf.gather(starts, shard) + start * window
-        chunk = byte_range(tf.gather(paths, shard), first, count * window + 1, tf.gather(sizes, shard))
-        lengths = tf.fill([count], tf.constant(window + 1, tf.int64))
-        return chunk.flat_map(lambda text: tf.data.Dataset.from_tensor_slices(tf.strings.substr(
-            tf.fill([count], text), tf.range(count) * window, lengths)))
+        text = byte_range(tf.gather(paths, shard), first, count * window + 1)
+        return tf.data.Dataset.from_tensor_slices(tf.strings.substr(  # The text broadcasts.
+            text, tf.range(count) * window, tf.fill([count], tf.constant(window + 1, tf.int64))))
 
     def decode_batch(windows):
         ids = tf.cast(tf.reshape(tf.io.decode_raw(windows, tf.uint8), [-1, window + 1]), tf.int32)
         return ids[:, :-1], ids[:, 1:]
 
     return Source(name, _blocks(counts), tf.TensorSpec([window], tf.int32), tf.TensorSpec([window], tf.int32),
-                  None, read, decode_batch, files=tuple(path for path, _, _ in parts))
+                  None, read, decode_batch, files=tuple(path for path, _, _ in parts), service=False)

@@ -211,6 +211,9 @@ def make_data(name, train, test=None, validation=None, spec=None):
                     len(_class_ids(part.source)) > len(class_names):
                 raise RecipeError(f"{part.source.name} has labels beyond the training data's "
                                   f"{len(class_names)} classes; pass splits of the same classes")
+    if class_names is not None and len(class_names) < 2:
+        raise RecipeError(f"{train.source.name} holds one class ({class_names[0]!r}); a classifier needs "
+                          "at least two")
     return Data(name, train, test, validation, class_names=class_names, spec=spec or {}, carved=carved)
 
 
@@ -248,17 +251,27 @@ def from_array_data(dataset, class_names=None):
 
 
 def from_dataset(dataset, *, test=None, validation=None, name="tf.data.Dataset", class_names=None):
-    """A `Data` from `tf.data.Dataset`s of (x, y) pairs. They are read through once
-    here, to count them and to write them as TFRecord shards in a temporary
-    directory, so that the run streams, shuffles and resumes as it does from files."""
+    """A `Data` from finite `tf.data.Dataset`s of (x, y) pairs, y an integer class id.
+    They are read through once here, to count them and to write them as TFRecord
+    shards in a temporary directory (removed with the `Data`), so that the run
+    streams, shuffles and resumes as it does from files. The run records no way to
+    open them again: the commands that start from it take `--data`."""
+    import shutil
     import tempfile
+    import weakref
 
     from recipes.core import shards  # The writer of `python -m recipes.prepare`.
 
     folder = tempfile.mkdtemp(prefix="recipes-dataset-")
-    shards.write_datasets(folder, {"train": dataset, "test": test, "validation": validation},
-                          class_names=class_names)
-    return open_data(folder, spec={"data": name})
+    try:
+        shards.write_datasets(folder, {"train": dataset, "test": test, "validation": validation},
+                              class_names=class_names)
+        opened = dataclasses.replace(open_data(folder, spec={}), name=name)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    weakref.finalize(opened, shutil.rmtree, folder, True)
+    return opened
 
 
 def as_data(value):
@@ -301,9 +314,12 @@ def open_data(data, *, test_data=None, validation_data=None, label_column=None, 
         if value:
             if part in splits:
                 raise RecipeError(f"--data={data} has a {part} split of its own; leave --{part}_data out")
-            splits[part] = _open_splits(value, label_column, data_dir, class_names)["train"]
-    name = data if "train" not in splits or splits["train"].name == data else f"{data}"
-    return make_data(name, splits["train"], splits.get("test"), splits.get("validation"), spec=spec)
+            found = _open_splits(value, label_column, data_dir, class_names)
+            if part not in found and len(found) > 1:
+                raise RecipeError(f"--{part}_data={value} has splits {', '.join(found)} and no {part} "
+                                  f"split; pass the {part} split's own files")
+            splits[part] = found.get(part, found["train"])
+    return make_data(data, splits["train"], splits.get("test"), splits.get("validation"), spec=spec)
 
 
 def _open_splits(data, label_column, data_dir, class_names=None, text_window=None):
@@ -325,9 +341,9 @@ def _open_splits(data, label_column, data_dir, class_names=None, text_window=Non
                               "takes images, tables, arrays or TFRecords (docs/data.md)")
         return corpus.open_text(files, text_window)
     if kind == "csv":
-        if len(files) > 1:
-            raise RecipeError(f"--data={data} names {len(files)} CSV files; pass one")
         return {"train": sources.open_csv(files[0], label_column, class_names)}
+    if kind in ("csv", "npz") and len(files) > 1:
+        raise RecipeError(f"--data={data} names {len(files)} {kind} files; pass one")
     if kind == "npz":
         return {"train": sources.open_numpy(files[0])}
     schema = tfrecords.read_schema(os.path.dirname(files[0]))
@@ -364,14 +380,18 @@ def _open_folder(folder, label_column, class_names):
         return found
     if os.path.exists(os.path.join(folder, "x.npy")) or os.path.exists(os.path.join(folder, "y.npy")):
         return {"train": sources.open_numpy(folder)}
-    subfolders = {d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))}
-    if "train" in subfolders and subfolders <= set(sources.SPLITS):
+    subfolders = set(sources.subfolders(folder))
+    if "train" in subfolders:
+        others = sorted(subfolders - set(sources.SPLITS))
+        if others:
+            raise RecipeError(f"--data={folder} holds train/ beside {', '.join(others)}/: a folder of "
+                              "splits holds only train/, test/ and validation/")
         found = {"train": sources.open_image_folder(os.path.join(folder, "train"), class_names)}
         for split in sorted(subfolders - {"train"}):
             found[split] = sources.open_image_folder(os.path.join(folder, split), found["train"].class_names)
         return found
     if not subfolders:
-        inside = os.listdir(folder)
+        inside = [name for name in os.listdir(folder) if not name.startswith(".")]
         raise RecipeError(f"--data={folder} " + ("is empty" if not inside else
                           f"holds files but no class subfolders ({', '.join(sorted(inside)[:3])}, ...)")
                           + "; an image folder holds one subfolder of images per class")

@@ -75,6 +75,15 @@ class Split:
         return rows[take > 0]
 
 
+def carve_fingerprint(count):
+    """A short digest of the carve permutation of [0, count): a run records it, so that
+    a TensorFlow whose `index_shuffle` permutes differently cannot silently carve
+    another test split out of the same data."""
+    import hashlib
+
+    return hashlib.sha256(_ranks(np.arange(min(count, 256)), count).tobytes()).hexdigest()[:16]
+
+
 def _ranks(indices, count):
     """Each record index's rank under the fixed carve permutation of [0, count)."""
     return tf.random.experimental.index_shuffle(
@@ -218,7 +227,8 @@ def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start
     `InputState`; default: `start_step` whole batches).
     `augment(batch, seed)` changes each preprocessed batch with stateless ops seeded
     by (`seed`, the step). `data_service` (grpc://host:port) runs the reading on
-    tf.data service workers, each record once per epoch (`distributed_epoch`).
+    tf.data service workers, each record once per epoch (`distributed_epoch`), in an
+    order the service decides: a resume there starts a new epoch (docs/data.md).
     `with_ids` adds each example's record index to its batch: (x, y, ids).
     """
     from recipes.core.config import check_batch_size
@@ -306,7 +316,7 @@ def _service_records(split, seed, address):
 
     blocks = tf.data.Dataset.from_tensor_slices(tf.constant(plan))
     stream = blocks.interleave(read, cycle_length=PARALLEL_BLOCKS, num_parallel_calls=tf.data.AUTOTUNE)
-    epoch = stream.shuffle(SHUFFLE_RECORDS, seed=seed).apply(tf.data.experimental.service.distribute(
+    epoch = stream.shuffle(group_size(source), seed=seed).apply(tf.data.experimental.service.distribute(
         processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC, service=address))
     return epoch.repeat()
 

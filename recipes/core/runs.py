@@ -15,7 +15,7 @@ import os
 import tensorflow as tf
 
 from recipes.core import data as data_lib
-from recipes.core import serving
+from recipes.core import pipeline, serving
 from recipes.core.errors import RecipeError
 
 
@@ -62,6 +62,12 @@ class Run:
             "test_data", "validation_data", "label_column", "data_dir", "text_window")})
         if "validation" in self.input.get("carved", ()):
             dataset = dataset.with_validation()
+        recorded = self.input.get("carve_fingerprint")
+        if recorded and dataset.carved and \
+                recorded != pipeline.carve_fingerprint(dataset.train.source.num_records):
+            raise RecipeError(f"{self.model_dir} carved its test split with another TensorFlow "
+                              f"({self.metrics.get('tensorflow_version')}), whose permutation this one "
+                              "does not repeat; pass --test_data, or train the run again")
         trained = self.metrics.get("num_train_examples")
         shape = dataset.x_spec.shape.as_list()
         if dataset.train.num_examples != trained or shape != list(self.input["x_shape"]):

@@ -79,6 +79,20 @@ def _write_schema(folder, schema):
     tf.io.gfile.rename(path + ".partial", path, overwrite=True)
 
 
+def _finished(path, origin, size):
+    """The index of the shard at `path` if an earlier run of the same data wrote it whole
+    (its .index.json says so), else None: it is written again."""
+    try:
+        with tf.io.gfile.GFile(path + ".index.json") as f:
+            record = json.load(f)
+        if tf.io.gfile.exists(path) and {k: record.get(k) for k in origin} == origin \
+                and record["index"][0] == size:
+            return record["index"]
+    except (tf.errors.OpError, OSError, ValueError, KeyError, TypeError, IndexError):
+        pass
+    return None
+
+
 def write(folder, data, *, shards=1, progress=True, source=None):
     """Writes every split of `data` (a `data.Data`) into `folder` as `shards` TFRecord
     shards each, in a fixed shuffled order, then schema.json. A rerun after a kill keeps
@@ -103,12 +117,13 @@ def write(folder, data, *, shards=1, progress=True, source=None):
             print(f"{split}: {total:,} examples into {count} shard(s)")
         index = {}
         done = 0
+        # What a shard finished by an earlier, killed run must have come from to be kept.
+        origin = {"source": source, "split_examples": total, "x": schema["features"]["x"]}
         for name, size in zip(names, sizes):
             path = os.path.join(folder, name)
-            finished = path + ".index.json"
-            if tf.io.gfile.exists(path) and tf.io.gfile.exists(finished):
-                with tf.io.gfile.GFile(finished) as f:
-                    index[name] = json.load(f)
+            finished = _finished(path, origin, size)
+            if finished is not None:
+                index[name] = finished
                 done += size
                 if bar is not None:
                     bar.add(size)
@@ -123,8 +138,8 @@ def write(folder, data, *, shards=1, progress=True, source=None):
                 reason = first_line(e.message, 120)
                 raise RecipeError(f"{part.source.name}: a record cannot be read ({reason}); the shards "
                                   "written so far are kept: fix the data and run again") from None
-            with tf.io.gfile.GFile(finished, "w") as f:
-                json.dump(index[name], f)
+            with tf.io.gfile.GFile(path + ".index.json", "w") as f:
+                json.dump({**origin, "index": index[name]}, f)
             done += size
         schema["splits"][split] = {"files": names, "index": index}
     _write_schema(folder, schema)
@@ -154,6 +169,11 @@ def write_datasets(folder, datasets, *, class_names=None, shards=1):
             raise ValueError(f"the {split} data's x is {x_spec}; the training data's is "
                              f"{schema['features']['x']}")
         total = int(dataset.cardinality())
+        if total == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(f"the {split} data is an endless tf.data.Dataset (repeat()?); pass a finite one")
+        if dataset.element_spec[1].shape.rank != 0 or not dataset.element_spec[1].dtype.is_integer:
+            raise ValueError(f"the {split} data's y must be one integer class id per example. "
+                             f"Received: {dataset.element_spec[1]}")
         count = min(shards, total) if total > 0 else 1
         examples = _examples(dataset.batch(1024).as_numpy_iterator())
         names, index = shard_names(split, count), {}

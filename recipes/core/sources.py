@@ -19,6 +19,7 @@ offsets) that makes every block readable on its own; see `recipes/core/data.py`.
 """
 import csv
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -32,6 +33,7 @@ BLOCK_SIZE = 256
 # --seed, so that a block holds every class even when the files are sorted by class.
 ORDER_SEED = 0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp")
+TF_IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP")  # What tf.io.decode_image reads, as Pillow names them.
 SCHEMA = "schema.json"
 SCHEMA_FORMAT = "recipes.tfrecord/1"
 SPLITS = ("train", "validation", "test")
@@ -134,7 +136,7 @@ def open_numpy(path):
                     raise RecipeError(f"{path} has no {name}; a NumPy directory holds x.npy and y.npy")
             x, y = (np.load(os.path.join(path, f"{name}.npy"), mmap_mode="r", allow_pickle=False)
                     for name in ("x", "y"))
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise RecipeError(f"{path} cannot be read as NumPy arrays ({first_line(e, 100)})") from None
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise RecipeError(f"{path}: y must hold one integer class id per example; it is "
@@ -146,16 +148,38 @@ def open_numpy(path):
 
 # Images: class folders.
 
+def subfolders(folder):
+    """The folder's subfolders, without hidden ones (.ipynb_checkpoints, .git)."""
+    try:
+        return sorted(d for d in os.listdir(folder)
+                      if not d.startswith(".") and os.path.isdir(os.path.join(folder, d)))
+    except OSError as e:
+        raise RecipeError(f"{folder} cannot be listed ({first_line(e, 80)})") from None
+
+
+def _raise(error):
+    raise error
+
+
 def image_files(folder):
-    """(paths, labels, class names) of a folder of class subfolders of images."""
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    """(paths, labels, class names) of a folder of class subfolders of images; a class
+    folder without an image is a one-line error."""
+    classes = subfolders(folder)
     paths, labels = [], []
     for label, name in enumerate(classes):
-        for root, _, files in sorted(os.walk(os.path.join(folder, name))):
-            for file in sorted(files):
-                if file.lower().endswith(IMAGE_EXTENSIONS):
-                    paths.append(os.path.join(root, file))
-                    labels.append(label)
+        found, where = [], os.path.join(folder, name)
+        try:
+            for root, dirs, files in os.walk(where, onerror=_raise):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(root, file) for file in sorted(files)
+                          if file.lower().endswith(IMAGE_EXTENSIONS)]
+        except OSError as e:
+            raise RecipeError(f"{where} cannot be listed ({first_line(e, 80)})") from None
+        if not found and len(classes) > 1:
+            raise RecipeError(f"{where} holds no image ({', '.join(IMAGE_EXTENSIONS)}); put the class's "
+                              "images in it, or remove it")
+        paths += found
+        labels += [label] * len(found)
     return paths, np.asarray(labels, np.int32), tuple(classes)
 
 
@@ -166,18 +190,19 @@ def check_images(paths, name):
     only their headers are read (a damaged body then stops the run mid-stream)."""
     from PIL import Image, UnidentifiedImageError
 
-    shape = None
+    shape, gif = None, False
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as image:
+                if image.format not in TF_IMAGE_FORMATS:
+                    raise ValueError(f"it is {image.format}, which TensorFlow does not decode")
                 if i < DECODE_CHECK_LIMIT:
                     image.load()
-                channels = 1 if image.mode in ("L", "1", "I", "I;16", "F", "P") else (
-                    4 if image.mode in ("RGBA", "LA") else 3)
-                if image.mode == "P":  # Palette images decode to RGB.
-                    channels = 3
+                gif = gif or image.format == "GIF"
+                channels = 1 if image.mode in ("L", "1", "I", "I;16", "F") else (
+                    4 if image.mode in ("RGBA", "LA") else 3)  # Palette images decode to RGB.
                 size = (image.height, image.width, channels)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise RecipeError(f"{path} cannot be decoded as an image ({first_line(e, 80)}); "
                               "remove or replace it") from None
         if shape is None:
@@ -188,6 +213,8 @@ def check_images(paths, name):
                 f"recipes do not resize: resize {name} to one size first")
         else:
             shape = shape[:2] + (max(shape[2], size[2]),)  # Grey and colour mixed: read all in colour.
+    if gif and shape[2] != 3:  # TensorFlow decodes a GIF to RGB only.
+        shape = shape[:2] + (3,)
     return shape
 
 
@@ -243,7 +270,7 @@ def _scan_csv(path, label_column):
     offsets, labels, count = [], set(), 0
     try:
         with open(path, "rb") as f:  # Binary: tell() is the byte offset the blocks are read at.
-            header = next(csv.reader([f.readline().decode("utf-8")]), None)
+            header = next(csv.reader([f.readline().decode("utf-8-sig")]), None)
             if not header or label_column not in header:
                 raise RecipeError(f"{path} has no column {label_column!r} (its columns: "
                                   f"{', '.join(header or [])}); pass --label_column= one of them")
@@ -264,16 +291,18 @@ def _scan_csv(path, label_column):
                         labels.add(cell.strip())
                         continue
                     try:
-                        float(cell)
+                        if "_" in cell or not math.isfinite(float(cell)):  # What decode_csv refuses.
+                            raise ValueError(cell)
                     except ValueError:
                         raise RecipeError(
                             f"{path}, line {count + 2}, column {header[column]!r}: {cell!r} is not a "
-                            "number; the features must be numeric (encode or drop that column)") from None
+                            "finite number; the features must be (encode, fill or drop that column)"
+                        ) from None
                 if count % BLOCK_SIZE == 0:
                     offsets.append(position)
                 count += 1
             end = f.tell()
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise RecipeError(f"{path} cannot be read as CSV text ({first_line(e, 80)})") from None
     if count == 0:
         raise RecipeError(f"{path} has a header and no rows")
@@ -287,7 +316,16 @@ def open_csv(path, label_column, class_names=None):
     if not label_column:
         raise RecipeError(f"{path} is a CSV file: pass --label_column=NAME, the column of class labels")
     header, label_index, offsets, labels, count, end = _scan_csv(path, label_column)
-    numeric = all(_is_int(label) for label in labels)
+    if "" in labels:
+        raise RecipeError(f"{path}: a row has no label in column {label_column!r}; fill it in or drop "
+                          "the row")
+    # Integer labels are class ids, and any other labels class names; a test split
+    # follows the training data's choice.
+    ids_given = class_names is not None and tuple(class_names) == tuple(map(str, range(len(class_names))))
+    numeric = ids_given if class_names is not None else all(_is_int(label) for label in labels)
+    if numeric and not all(_is_int(label) for label in labels):
+        raise RecipeError(f"{path}: labels {sorted(l for l in labels if not _is_int(l))[:5]} in column "
+                          f"{label_column!r} are not class ids like the training data's")
     if class_names is None:
         class_names = (tuple(str(i) for i in range(max(int(float(v)) for v in labels) + 1)) if numeric
                        else tuple(sorted(labels)))
@@ -303,17 +341,11 @@ def open_csv(path, label_column, class_names=None):
     lookup = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
         tf.constant(list(ids)), tf.constant(list(ids.values()), tf.int32)), default_value=-1)
 
-    def block_lines(block):
-        begin, stop = table[block][0], table[block][1]
-        # tf.data's CSV and text readers cannot start mid-file; its fixed-length reader
-        # reads the block's byte range as one record.
-        text = byte_range(path, begin, stop - begin, end)
-        return text.flat_map(lambda chunk: tf.data.Dataset.from_tensor_slices(
-            _non_empty(tf.strings.split(chunk, "\n"))))
-
-    def read(shard, start, count):
+    def read(shard, start, count):  # `start` is a block's first row: blocks are read whole.
         del shard
-        return block_lines(start // BLOCK_SIZE).skip(start % BLOCK_SIZE).take(count)
+        begin, stop = table[start // BLOCK_SIZE][0], table[start // BLOCK_SIZE][1]
+        text = byte_range(tf.constant(path), begin, stop - begin)
+        return tf.data.Dataset.from_tensor_slices(_non_empty(tf.strings.split(text, "\n"))).take(count)
 
     defaults = [[""] if column == label_index else [0.0] for column in range(len(header))]
 
@@ -326,22 +358,27 @@ def open_csv(path, label_column, class_names=None):
         return tf.ensure_shape(features, [None, num_features]), lookup.lookup(label)
 
     return Source(path, _blocks([count]), tf.TensorSpec([num_features], tf.float32),
-                  tf.TensorSpec([], tf.int32), tuple(class_names), read, decode_batch, files=(path,))
+                  tf.TensorSpec([], tf.int32), tuple(class_names), read, decode_batch, files=(path,),
+                  service=False)
 
 
 def _is_int(text):
     try:
         return float(text) == int(float(text)) and int(float(text)) >= 0
-    except ValueError:
+    except (ValueError, OverflowError):
         return False
 
 
-def byte_range(path, begin, length, size):
-    """A dataset of one element: bytes [begin, begin + length) of the file `path` of
-    `size` bytes, read by tf.data's fixed-length reader (the rest of the file is its
-    header and footer)."""
-    return tf.data.FixedLengthRecordDataset(path, record_bytes=length, header_bytes=begin,
-                                            footer_bytes=size - begin - length)
+def byte_range(path, begin, length):
+    """Bytes [begin, begin + length) of the file `path` (tensors in), as a scalar string.
+    Python reads them, with a seek: tf.data's text and CSV readers cannot start
+    mid-file, and its fixed-length reader reads its way to an offset, so a block read
+    there would cost its position in the file."""
+    def read(file, start, size):
+        with tf.io.gfile.GFile(file.decode(), "rb") as f:
+            f.seek(int(start))
+            return np.asarray(f.read(int(size)), dtype=object)
+    return tf.reshape(tf.numpy_function(read, [path, begin, length], tf.string, stateful=False), [])
 
 
 def _non_empty(lines):

@@ -67,6 +67,10 @@ def _infer_schema(path, label_column):
     if label is None:
         raise RecipeError(f"{path}: no label feature ({' or '.join(names)}) among its features "
                           f"{sorted(features)}; pass --label_column=NAME or write a {SCHEMA} beside it")
+    label_feature = features[label]
+    if label_feature.WhichOneof("kind") != "int64_list" or len(label_feature.int64_list.value) != 1:
+        raise RecipeError(f"{path}: the label feature {label!r} is not one integer class id; write the "
+                          f"labels as int64, or describe the features in a {SCHEMA} beside the files")
     others = sorted(set(features) - {label})
     if len(others) != 1:
         raise RecipeError(f"{path}: features {others} beside the label {label!r}; the input must be one "
@@ -96,13 +100,30 @@ def read_schema(folder):
     try:
         with tf.io.gfile.GFile(path) as f:
             schema = json.load(f)
-        if schema.get("format") != SCHEMA_FORMAT:
-            raise ValueError(f"format is not {SCHEMA_FORMAT}")
-        schema["features"][schema["x"]], schema["features"][schema["label"]]
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        _check_schema(schema)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise RecipeError(f"{path} cannot be read as a schema ({first_line(e, 80)}); write the "
                           "data again with python -m recipes.prepare") from None
     return schema
+
+
+def _check_schema(schema):
+    """Raises ValueError, KeyError or TypeError where `schema` is not what
+    recipes.prepare writes."""
+    if schema.get("format") != SCHEMA_FORMAT:
+        raise ValueError(f"format is not {SCHEMA_FORMAT}")
+    x = schema["features"][schema["x"]]
+    schema["features"][schema["label"]]
+    if x["kind"] not in ("raw", "image", "float", "int64") or not all(int(d) > 0 for d in x["shape"]):
+        raise ValueError(f"feature {schema['x']!r} is {x}")
+    tf.as_dtype(x.get("dtype", "float32"))
+    if not isinstance(schema.get("class_names", []), list):
+        raise TypeError("class_names is not a list")
+    for split, entry in dict(schema.get("splits", {})).items():
+        for file in entry["files"]:
+            count, offsets = entry["index"][file][:2]
+            if len(offsets) != -(-int(count) // BLOCK_SIZE):
+                raise ValueError(f"{file}'s index has {len(offsets)} block offsets for {count} records")
 
 
 def open_tfrecords(files, name, schema=None, label_column=None, index=None):
@@ -120,19 +141,17 @@ def open_tfrecords(files, name, schema=None, label_column=None, index=None):
     schema = schema or _infer_schema(files[counts.index(next(c for c in counts if c))], label_column)
     blocks = _blocks(counts)
     file_table, offset_table = tf.constant(files), tf.constant(np.asarray(offsets, np.int64))
-    # Block i of the table starts at byte offset_table[i]; a block's row says where it starts.
-    block_of = {(int(shard), int(start)): i for i, (shard, start, _, _) in enumerate(blocks)}
-    first_block = tf.constant(np.asarray([block_of[(s, 0)] for s in range(len(files))], np.int64))
+    # Block i of the table starts at byte offset_table[i]; a file's blocks follow each other.
+    first_block = tf.constant(np.cumsum([0] + [-(-count // BLOCK_SIZE) for count in counts])[:-1], tf.int64)
 
-    def read(shard, start, count):
-        # A run that begins mid-block (a resume) seeks to its block and skips the rest.
+    def read(shard, start, count):  # `start` is a block's first record: blocks are read whole.
         block = tf.gather(first_block, shard) + start // BLOCK_SIZE
         records = tf.data.experimental.from_variant(
             tf.raw_ops.TFRecordDatasetV2(
                 filenames=tf.reshape(tf.gather(file_table, shard), [1]), compression_type="",
                 buffer_size=256 * 1024, byte_offsets=tf.reshape(tf.gather(offset_table, block), [1])),
             tf.TensorSpec([], tf.string))
-        return records.skip(start % BLOCK_SIZE).take(count)
+        return records.take(count)
 
     x_spec, y_spec, decode_batch = _example_decoder(schema)
     return Source(name, blocks, x_spec, y_spec, tuple(schema.get("class_names") or ()) or None,
@@ -183,7 +202,7 @@ def open_tfds(name, data_dir, network_available):
             raise OSError("the network is unreachable")
         builder = tfds.builder(name, data_dir=data_dir)
         prepared = builder.is_prepared()
-    except tfds.core.registered.DatasetNotFoundError:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError):  # Unknown, or unparsable.
         raise RecipeError(f"--data={name} is neither a path that exists nor a tensorflow-datasets "
                           "name; pass a folder, file or glob of your data, or a dataset from "
                           "tfds.list_builders()") from None
@@ -196,7 +215,12 @@ def open_tfds(name, data_dir, network_available):
             raise RecipeError(f"{name} is not prepared in {builder.data_dir} and the network is "
                               f"unreachable; prepare it on a connected machine (tfds build {name} "
                               "--data_dir=DIR) and pass --data_dir=DIR, or use --data=sample")
-        builder.download_and_prepare()
+        try:
+            builder.download_and_prepare()
+        except Exception as e:  # noqa: BLE001 - tfds raises many kinds (manual downloads, checksums, I/O).
+            raise RecipeError(f"{name} could not be downloaded and prepared ({type(e).__name__}: "
+                              f"{first_line(e, 120)}); prepare it with tfds build {name} and pass "
+                              "--data_dir") from None
     info = builder.info
     if info.supervised_keys is None or len(info.supervised_keys) != 2:
         raise RecipeError(f"{name} has no (input, label) pair in tensorflow-datasets; the recipes "

@@ -19,6 +19,7 @@ import strategies
 from strategies import model_parallel, tensor_parallel
 from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, run_dir, serving, step
 from recipes.core import data as data_lib
+from recipes.core import pipeline
 from recipes.core.errors import RecipeError, first_line
 
 
@@ -241,6 +242,8 @@ def _settings(config, strategy, data, recipe):
     # Where the input is read (--data_service) leaves the stream as it was.
     not_as_is = ("model_dir", "epochs", "train_steps", "recipe_settings", "mixed_precision", "data_service")
     return {"recipe": recipe, "data": data.describe(),
+            # Each input pipeline reads its own share: another count reads another stream.
+            "input_pipelines": strategies.num_input_pipelines(strategy),
             "mixed_precision": keras.mixed_precision.global_policy().name,
             "strategy": strategies.name_of(strategy), "num_replicas": strategy.num_replicas_in_sync,
             **{name: value for name, value in dataclasses.asdict(config).items() if name not in not_as_is},
@@ -322,6 +325,8 @@ def input_record(data, preprocess, outputs):
             "x_shape": data.x_spec.shape.as_list(), "x_dtype": data.x_spec.dtype.name,
             "class_names": list(data.class_names) if data.class_names else None,
             "carved": list(data.carved),
+            "carve_fingerprint": (pipeline.carve_fingerprint(data.train.source.num_records)
+                                  if data.carved else None),
             "preprocessing": preprocess.to_json() if isinstance(preprocess, data_lib.Preprocessing) else None,
             "outputs": outputs}
 
