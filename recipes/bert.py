@@ -87,6 +87,7 @@ def run(config, strategy, pretraining, fine_tuning, tokenizer, *, pretrain_epoch
 
 def main(argv):
     del argv  # Unused.
+    recipe_flags.no_data_flags("the Python Language Reference and standard-library docstrings")
     config = recipe_flags.train_config("bert", **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
     pretraining, fine_tuning, tokenizer = text.load(FLAGS.max_length, FLAGS.vocab_size, FLAGS.mask_copies)

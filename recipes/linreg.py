@@ -53,6 +53,7 @@ def run(config, strategy, dataset, mean, std):
 
 def main(argv):
     del argv  # Unused.
+    recipe_flags.no_data_flags("the Boston housing table (rooms against value)")
     strategy = recipe_flags.strategy_from_flags()
     dataset, mean, std = data.load_boston_rooms()
     # The whole training set in every step (a multiple of the replicas, so they split it).

@@ -75,6 +75,7 @@ def run(config, strategy):
 
 def main(argv):
     del argv  # Unused.
+    recipe_flags.no_data_flags("the articles' one worked example")
     config = recipe_flags.train_config("neuron", batch_size=1, **RECIPE_DEFAULTS)
     strategy = recipe_flags.strategy_from_flags()
     run(config, strategy)

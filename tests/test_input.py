@@ -316,6 +316,8 @@ BAD_DATA = [
     ("mnist", ["--data=mnist"], "not prepared"),
     ("lstm", ["--data={wine}", "--label_column=target"], "cannot build the model"),
     ("mnist", ["--data={digits}", "--batch_size=4096"], "is larger than the 1617 training examples"),
+    ("bert", ["--data={reference}"], "--data do not apply here: this recipe trains on the Python"),
+    ("linreg", ["--data={wine}", "--label_column=target"], "--data and --label_column do not apply here"),
     ("prepare", ["--data={digits}"], "pass --output=DIR"),
     ("prepare", ["--data={digits}", "--output={digits_tf}"], "already holds prepared data"),
 ]

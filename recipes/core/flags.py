@@ -216,6 +216,16 @@ def run_data(run):
                          data_dir=FLAGS.data_dir)
 
 
+def no_data_flags(trains_on):
+    """For a recipe that trains only on its own bundled data (`trains_on` says what): a
+    data flag given to it is a one-line error, not silently ignored."""
+    given = [f"--{name}" for name in ("data", "test_data", "validation_data", "label_column", "data_dir",
+                                      "data_service", "data_source") if FLAGS[name].present]
+    if given:
+        raise RecipeError(f"{' and '.join(given)} do not apply here: this recipe trains on {trains_on}; "
+                          "the recipes that take your data are mnist, cnn, mlp, lstm and bigmodel")
+
+
 def data_from_flags(samples=None):
     """The `data.Data` that --data, --test_data, --validation_data, --label_column and
     --data_dir name; `samples` ({name: loader}) are the recipe's bundled samples, the
