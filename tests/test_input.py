@@ -514,3 +514,11 @@ def test_peak_memory_does_not_grow_with_the_data(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         peaks.append(int(done.stdout.strip().splitlines()[-1]))
     assert peaks[1] - peaks[0] < 100, peaks
+
+
+def test_predict_says_the_class_by_the_name_the_data_gave_it():
+    from recipes import predict
+
+    outputs = {"classes": np.array([1, 0]), "probabilities": np.array([[0.2, 0.8], [0.9, 0.1]])}
+    assert predict.describe(outputs, 0, ("cat", "dog")) == "'dog' (class 1, probability 0.800)"
+    assert predict.describe(outputs, 1, ("0", "1")) == "class 0 (probability 0.900)"  # Names that are ids.
