@@ -69,8 +69,8 @@ def write_digits(folder, examples, shards):
     train = tf.data.Dataset.from_generator(copies, output_signature=(
         tf.TensorSpec([None, 28, 28], tf.uint8), tf.TensorSpec([None], tf.int32))).unbatch().take(examples)
     test = tf.data.Dataset.from_tensor_slices((digits.x_test, digits.y_test))
-    shard_writer.write_datasets(folder, {"train": train.apply(tf.data.experimental.assert_cardinality(examples)),
-                                         "test": test}, shards=shards)
+    train = train.apply(tf.data.experimental.assert_cardinality(examples))
+    shard_writer.write_datasets(folder, {"train": train, "test": test}, shards=shards)
 
 
 def peak_rss_mb(folder, steps, model_dir):
@@ -198,13 +198,15 @@ def main():
             if not os.path.exists(os.path.join(folder, "schema.json")):
                 tick = time.perf_counter()
                 write_digits(folder, count, args.shards)
-                print(f"wrote {count:,} examples into {folder} in {time.perf_counter() - tick:.0f} s", flush=True)
+                seconds = time.perf_counter() - tick
+                print(f"wrote {count:,} examples into {folder} in {seconds:.0f} s", flush=True)
         results = {"examples": args.examples, "small_examples": SMALL, "shards": args.shards}
         memory = {name: peak_rss_mb(folder, args.train_steps, os.path.join(work, f"run_{name}"))
                   for name, folder in (("small", small), ("large", large))}
         results["peak_rss_mb"] = {**memory, "difference": memory["large"] - memory["small"], "floor": 150}
         print(f"peak RSS: {memory['small']} MB on {SMALL:,} examples, {memory['large']} MB on "
-              f"{args.examples:,}: {memory['large'] - memory['small']:+} MB (floor: within 150 MB)", flush=True)
+              f"{args.examples:,}: {memory['large'] - memory['small']:+} MB (floor: within 150 MB)",
+              flush=True)
         results["speed"] = {}
         for batch in (256, 1024):
             rates = speed(large, batch, args.rounds, args.seconds)
@@ -215,7 +217,8 @@ def main():
         results["resume"] = {step: resume(large, step) for step in (10, 100_000)}
         for step, times in results["resume"].items():
             print(f"resume at step {step:,}: first batch after {times['first_batch_s']:.2f} s, first step "
-                  f"after {times['first_step_s']:.2f} s (floor: 5 s; import {times['import_s']:.1f} s before)")
+                  f"after {times['first_step_s']:.2f} s (floor: 5 s; import {times['import_s']:.1f} s "
+                  "before)")
         ours, theirs = state_sizes(large)
         results["input_state_bytes"] = {"ours": ours, "checkpointed_iterator_shuffle_10000": theirs}
         print(f"input state: {ours:,} bytes in the checkpoint; tf.train.Checkpoint(iterator=...) with a "

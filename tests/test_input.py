@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from recipes.core import data, pipeline, shards, sources
-from tests.helpers import REPO, assert_one_line_error, run_module, shared_strategy
+from tests.helpers import REPO, run_module, shared_strategy
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +78,8 @@ def test_a_csv_of_many_blocks_reads_every_row_once_whatever_its_line_ends(own, t
     opened = data.open_data(str(path), label_column="label", test_data=str(path))
     assert opened.train.num_examples == len(x)
     x_back, y_back = opened.arrays("train")
-    assert sorted(zip(map(bytes, x_back.astype(np.uint8)), y_back)) == sorted(zip(map(bytes, x.reshape(len(x), -1)), y))
+    rows = lambda features, labels: sorted(zip(map(bytes, features), labels))  # noqa: E731
+    assert rows(x_back.astype(np.uint8), y_back) == rows(x.reshape(len(x), -1), y)
 
 
 def test_numpy_forms_are_read_memory_mapped_and_as_npz(own, tmp_path):
@@ -150,7 +151,8 @@ def test_workers_read_disjoint_balanced_shares_that_cover_every_record(own, name
 def test_evaluation_counts_every_example_once_over_replicas(own, strategy):
     split = data.open_data(own["digits_tf"]).test
     dataset, steps = data.eval_dataset(strategy, split, 64, preprocess=data.scale_pixels)
-    weights = sum(float(t.numpy().sum()) for _, _, w in dataset for t in strategy.experimental_local_results(w))
+    weights = sum(float(t.numpy().sum())
+                  for _, _, w in dataset for t in strategy.experimental_local_results(w))
     assert steps == 3 and weights == split.num_examples == 180
 
 
@@ -378,7 +380,8 @@ def test_a_csv_trains_bigmodel_and_serves_raw_rows(own, tmp_path):
 def test_prepared_shards_train_and_the_run_compresses(own, tmp_path):
     done = run_module("recipes.mnist", f"--data={own['digits_tf']}", f"--model_dir={tmp_path}", "--epochs=3")
     assert done.returncode == 0, done.stderr[-3000:]
-    done = run_module("recipes.compress", f"--model_dir={tmp_path}", "--pruning_steps=20", "--finetune_steps=10")
+    done = run_module("recipes.compress", f"--model_dir={tmp_path}", "--pruning_steps=20",
+                      "--finetune_steps=10")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "compressed" / "compression.json").read_text())
     assert {row["variant"] for row in report["variants"]} >= {"int8.keras", "int8.tflite"}
@@ -499,16 +502,17 @@ def test_peak_memory_does_not_grow_with_the_data(tmp_path):
     for name in ("small", "large"):
         folder = str(tmp_path / name)
         if name == "small":
-            shards.write(folder, data.from_arrays(x, y, x_test=x[:10], y_test=y[:10]), shards=4, progress=False)
+            shards.write(folder, data.from_arrays(x, y, x_test=x[:10], y_test=y[:10]), shards=4,
+                         progress=False)
         else:
             def shifted():
                 for i in range(copies):
                     dy, dx = shifts[i % len(shifts)]
                     yield np.roll(x, (dy, dx), axis=(1, 2)), y
-            parts = tf.data.Dataset.from_generator(
-                shifted, output_signature=(tf.TensorSpec([None, 28, 28], tf.uint8), tf.TensorSpec([None], tf.int32)))
-            shards.write_datasets(folder, {"train": parts.unbatch(), "test": tf.data.Dataset.from_tensor_slices(
-                (x[:10], y[:10]))})
+            spec = (tf.TensorSpec([None, 28, 28], tf.uint8), tf.TensorSpec([None], tf.int32))
+            parts = tf.data.Dataset.from_generator(shifted, output_signature=spec)
+            test = tf.data.Dataset.from_tensor_slices((x[:10], y[:10]))
+            shards.write_datasets(folder, {"train": parts.unbatch(), "test": test})
         done = subprocess.run([sys.executable, "-c", MEMORY, folder, str(copies * len(x) // 256)],
                               cwd=REPO, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-3000:]

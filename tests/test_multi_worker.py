@@ -93,8 +93,8 @@ from recipes.core.config import TrainConfig
 def two_workers_batches(strategy, split, global_batch_size, *, preprocess, seed, start_step=0, **unused):
     assert start_step == 0 and strategy.num_replicas_in_sync == 1
     half = global_batch_size // 2
-    streams = tuple(data.records(split, seed=seed, pipeline=i, num_pipelines=2).batch(half, drop_remainder=True)
-                    for i in range(2))
+    streams = tuple(data.records(split, seed=seed, pipeline=i, num_pipelines=2).batch(
+        half, drop_remainder=True) for i in range(2))
 
     def decode(first, second):
         (x0, y0), (x1, y1) = first[1], second[1]
