@@ -211,9 +211,6 @@ def make_data(name, train, test=None, validation=None, spec=None):
                     len(_class_ids(part.source)) > len(class_names):
                 raise RecipeError(f"{part.source.name} has labels beyond the training data's "
                                   f"{len(class_names)} classes; pass splits of the same classes")
-    if class_names is not None and len(class_names) < 2:
-        raise RecipeError(f"{train.source.name} holds one class ({class_names[0]!r}); a classifier needs "
-                          "at least two")
     return Data(name, train, test, validation, class_names=class_names, spec=spec or {}, carved=carved)
 
 
@@ -319,7 +316,11 @@ def open_data(data, *, test_data=None, validation_data=None, label_column=None, 
                 raise RecipeError(f"--{part}_data={value} has splits {', '.join(found)} and no {part} "
                                   f"split; pass the {part} split's own files")
             splits[part] = found.get(part, found["train"])
-    return make_data(data, splits["train"], splits.get("test"), splits.get("validation"), spec=spec)
+    opened = make_data(data, splits["train"], splits.get("test"), splits.get("validation"), spec=spec)
+    if opened.class_names is not None and len(opened.class_names) < 2:
+        raise RecipeError(f"--data={data} holds one class ({opened.class_names[0]!r}); a classifier needs "
+                          "at least two")
+    return opened
 
 
 def _open_splits(data, label_column, data_dir, class_names=None, text_window=None):
