@@ -209,11 +209,18 @@ def train_config(recipe, **recipe_defaults):
 def run_data(run):
     """A finished run's data (`runs.Run`): as it recorded it, or what --data and its
     companions name when --data is given."""
-    if FLAGS.data_source is not None:
-        data_from_flags()  # Its one-line error.
+    _refuse_data_source()
     return run.load_data(FLAGS.data if FLAGS["data"].present else None, test_data=FLAGS.test_data,
                          validation_data=FLAGS.validation_data, label_column=FLAGS.label_column,
                          data_dir=FLAGS.data_dir)
+
+
+def _refuse_data_source():
+    """--data_source, which --data replaced, as a one-line error naming its replacement."""
+    if FLAGS.data_source is not None:
+        raise RecipeError(f"--data_source is replaced by --data: pass --data=sample for the bundled "
+                          "sample, --data=NAME for a tensorflow-datasets dataset (with --data_dir), "
+                          f"or --data=PATH for your own files (received --data_source={FLAGS.data_source})")
 
 
 def no_data_flags(trains_on):
@@ -230,10 +237,7 @@ def data_from_flags(samples=None):
     """The `data.Data` that --data, --test_data, --validation_data, --label_column and
     --data_dir name; `samples` ({name: loader}) are the recipe's bundled samples, the
     first the default. A mistake is a one-line `RecipeError`."""
-    if FLAGS.data_source is not None:
-        raise RecipeError(f"--data_source is replaced by --data: pass --data=sample for the bundled "
-                          "sample, --data=NAME for a tensorflow-datasets dataset (with --data_dir), "
-                          f"or --data=PATH for your own files (received --data_source={FLAGS.data_source})")
+    _refuse_data_source()
     if FLAGS.data == "sample" and FLAGS.data_dir is not None:
         raise RecipeError(f"--data_dir={FLAGS.data_dir} is tensorflow-datasets' directory, and --data is "
                           "the bundled sample; pass --data=NAME (a tensorflow-datasets dataset) with it, "

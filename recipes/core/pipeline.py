@@ -127,19 +127,11 @@ def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipe
     rows = tf.constant(plan)
     group_records = group_size(source)
 
-    def read(row):
-        """One block, as one batch: the examples this pipeline takes of it, decoded, with
-        their indices. Decoded here, in parallel, so that the shuffle moves dense arrays."""
-        def decoded(*block):
-            indices, kept = _kept(block[0] if len(block) == 1 else block, row, keep, source.num_records)
-            return indices, source.decode_batch(kept)
-        return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(decoded)
-
     def read_rows(table):
         # One element per block, so that reading blocks in parallel keeps their order.
         return tf.data.Dataset.from_tensor_slices(table).interleave(
-            read, cycle_length=PARALLEL_BLOCKS, block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True)
+            lambda row: _read_block(source, row, keep), cycle_length=PARALLEL_BLOCKS, block_length=1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     if not shuffle:
         return read_rows(rows)
@@ -167,6 +159,16 @@ def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipe
     return tf.data.Dataset.range(first_epoch, first_epoch + (1 << 40)).map(
         lambda number: (number, tf.where(number == first_epoch, tf.constant(position, tf.int64), 0))
     ).flat_map(epoch)
+
+
+def _read_block(source, row, keep):
+    """One block of `source`, as one batch: the examples a pipeline's `row` takes of it,
+    decoded, with their indices. Decoded here, in parallel, so that the shuffle after it
+    moves dense arrays."""
+    def decoded(*block):
+        indices, kept = _kept(block[0] if len(block) == 1 else block, row, keep, source.num_records)
+        return indices, source.decode_batch(kept)
+    return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(decoded)
 
 
 def _kept(block, row, keep, count):
@@ -305,14 +307,10 @@ def _service_records(split, seed, address):
                           f"the Python that reads {split.source.name}; write it as TFRecords first "
                           "(python -m recipes.prepare) or leave --data_service out")
     plan = split.plan()
-    source, keep, count = split.source, split.keep, split.source.num_records
+    source, keep = split.source, split.keep
 
     def read(row):
-        def decoded(*block):
-            indices, kept = _kept(block[0] if len(block) == 1 else block, row, keep, count)
-            return indices, source.decode_batch(kept)
-        return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(
-            decoded).unbatch()
+        return _read_block(source, row, keep).unbatch()
 
     blocks = tf.data.Dataset.from_tensor_slices(tf.constant(plan))
     stream = blocks.interleave(read, cycle_length=PARALLEL_BLOCKS, num_parallel_calls=tf.data.AUTOTUNE)
