@@ -50,7 +50,8 @@ def write_digits(folder, examples, shards):
     import numpy as np
     import tensorflow as tf
 
-    from recipes.core import data, shards as shard_writer
+    from recipes.core import data
+    from recipes.core import shards as shard_writer
 
     digits = data.load_mnist()
     x, y = digits.x_train, digits.y_train

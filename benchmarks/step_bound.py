@@ -33,7 +33,6 @@ import tensorflow as tf  # noqa: E402
 from benchmarks import benchmarked, hardware  # noqa: E402
 
 
-
 def dots(batch):
     """{name: (a's shape, b's shape, transpose_a, transpose_b)} of the step's large matmuls."""
     return {"forward 784x1024": ((batch, 784), (784, 1024), False, False),

@@ -57,7 +57,8 @@ class BertEncoder(keras.Model):
             for i in range(num_layers)]
         self.attention_norm = [keras.layers.LayerNormalization(epsilon=1e-12, name=f"attention_norm_{i}")
                                for i in range(num_layers)]
-        self.intermediate = [keras.layers.Dense(intermediate_size, activation="gelu", name=f"intermediate_{i}")
+        self.intermediate = [keras.layers.Dense(intermediate_size, activation="gelu",
+                                                name=f"intermediate_{i}")
                              for i in range(num_layers)]
         self.output_dense = [keras.layers.Dense(hidden_size, name=f"output_{i}") for i in range(num_layers)]
         self.output_norm = [keras.layers.LayerNormalization(epsilon=1e-12, name=f"output_norm_{i}")

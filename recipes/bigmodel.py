@@ -15,8 +15,8 @@ if __name__ == "__main__":  # Run as a program: set the process up before Tensor
     entry.handle_stop_signals()
     entry.set_up_process()
 
-from absl import flags
 import keras
+from absl import flags
 
 import models
 from recipes.core import data, metrics, serving, train

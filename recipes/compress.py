@@ -22,9 +22,9 @@ import dataclasses
 import json
 import os
 
-from absl import flags
 import keras
 import tensorflow as tf
+from absl import flags
 
 import strategies
 from recipes.core import compression, metrics, pruning, run_dir, runs, serving, step, train

@@ -19,9 +19,9 @@ if __name__ == "__main__":  # Run as a program: set the process up before Tensor
 import dataclasses
 import os
 
-from absl import flags
 import keras
 import tensorflow as tf
+from absl import flags
 
 import models
 from recipes.core import data, distillation, metrics, runs, train
@@ -33,8 +33,7 @@ flags.DEFINE_string("teacher_dir", os.path.join("runs", "cnn"),
 flags.DEFINE_enum("student", "mlp", ["mlp", "bigmodel"],
                   "mlp: models.two_layer_mlp; bigmodel: models.BigModel.")
 flags.DEFINE_integer("student_hidden_units", 128, "--student=mlp: width of its hidden layer.", lower_bound=1)
-flags.DEFINE_float("temperature", 3.0, "Softmax temperature of the teacher's term.")
-flags.register_validator("temperature", lambda value: value > 0, message="--temperature must be positive")
+recipe_flags.define_temperature()
 flags.DEFINE_float("alpha", 0.5, "Weight of the teacher's term; 1 - alpha weighs the labels.",
                    lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_integer("transfer_shift", 2,
@@ -80,7 +79,7 @@ def load_teacher(strategy, path, dataset, input_shape):
     return teacher
 
 
-def run(config, strategy, teacher_run, dataset, *, student="mlp", hidden_units=128, temperature=3.0,
+def run(config, strategy, teacher_run, dataset, *, student="mlp", hidden_units=128, temperature=3.0,  # noqa: PLR0913
         alpha=0.5, transfer_shift=2, baseline=True):
     """Trains the baseline (unless `baseline` is False), then the distilled student;
     returns the student's metrics.json dict."""
@@ -120,12 +119,16 @@ def run(config, strategy, teacher_run, dataset, *, student="mlp", hidden_units=1
 
 def main(argv):
     del argv  # Unused.
+    temperature = recipe_flags.temperature("distill")
+    if temperature <= 0:  # Checked here: generate, which shares the flag, takes 0.
+        raise RecipeError(f"--temperature must be positive (it softens the teacher's term); "
+                          f"got {temperature:g}")
     strategy = recipe_flags.strategy_from_flags()
     teacher_run = runs.read(FLAGS.teacher_dir)
     dataset = recipe_flags.run_data(teacher_run)
     config = recipe_flags.train_config("distill", **RECIPE_DEFAULTS)
     run(config, strategy, teacher_run, dataset, student=FLAGS.student,
-        hidden_units=FLAGS.student_hidden_units, temperature=FLAGS.temperature, alpha=FLAGS.alpha,
+        hidden_units=FLAGS.student_hidden_units, temperature=temperature, alpha=FLAGS.alpha,
         transfer_shift=FLAGS.transfer_shift, baseline=FLAGS.baseline)
 
 

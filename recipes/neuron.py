@@ -18,10 +18,10 @@ if __name__ == "__main__":  # Run as a program: set the process up before Tensor
 
 import dataclasses
 
-from absl import flags
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
 import models
 from recipes.core import data, train

@@ -7,9 +7,10 @@ raw input in, the class and its probability out.
 
 FILE is a PNG, JPEG, GIF or BMP image (decoded and converted to the model's
 input size and channels) or a .npy array of one example or a batch. --model
-picks the artifact under --model_dir: saved_model/ (the default), a .tflite file
-(run with the LiteRT interpreter) or a .keras file. Each file that cannot be
-used gets one `error:` line, and the exit status is 1 if any did.
+picks the artifact under --model_dir (relative to it, or a path from here into it):
+saved_model/ (the default), a .tflite file (run with the LiteRT interpreter) or a
+.keras file. Each file that cannot be used gets one `error:` line, and the exit
+status is 1 if any did.
 """
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
     from recipes.core import entry
@@ -19,17 +20,18 @@ if __name__ == "__main__":  # Run as a program: set the process up before Tensor
 import os
 import sys
 
-from absl import flags
 import numpy as np
 import tensorflow as tf
+from absl import flags
 
 from recipes.core import flags as recipe_flags  # noqa: F401 - --model_dir, --data_dir.
 from recipes.core import runs, serving
 from recipes.core.errors import RecipeError, first_line
 
 flags.DEFINE_string("model", "saved_model",
-                    "The artifact to serve, relative to --model_dir: saved_model, a .tflite or a "
-                    ".keras file.")
+                    "The artifact to serve, inside --model_dir: saved_model, a .tflite or a .keras "
+                    "file, relative to --model_dir (compressed/int8.tflite) or as a path from here "
+                    "(runs/mnist/compressed/int8.tflite).")
 flags.DEFINE_float("value", None,
                    "A one-feature model's input (linreg: rooms per dwelling), instead of FILEs.")
 
@@ -50,10 +52,11 @@ def read_input(path, input_shape, input_dtype):
             array = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as e:
             raise RecipeError(f"{path} cannot be read as a .npy array ({first_line(e, 80)})") from None
+        shape = list(array.shape)  # The file's own, for the message.
         if tuple(array.shape) == input_shape:
             array = array[None]
         if tuple(array.shape[1:]) != input_shape or not np.can_cast(array.dtype, input_dtype, "same_kind"):
-            raise RecipeError(f"{path} holds a {array.dtype} array of shape {list(array.shape)}; the model "
+            raise RecipeError(f"{path} holds a {array.dtype} array of shape {shape}; the model "
                               f"takes {wanted} (or a batch of them)")
         return array.astype(input_dtype)
     if input_dtype != "uint8" or len(input_shape) not in (2, 3):
@@ -80,9 +83,29 @@ def describe(outputs, index, class_names=None):
     return ", ".join(f"{float(v):.4f}" for v in np.ravel(outputs["predictions"][index]))
 
 
+def artifact_path(model_dir, model):
+    """The path of the artifact `model` (--model): relative to `model_dir`, or, where no
+    such file is there, a path from the current directory (or absolute) to a file
+    inside `model_dir`. The run's metrics.json says how its own artifacts are served,
+    so one outside it is a one-line `RecipeError` that says what to pass."""
+    if "://" in model_dir:  # gs://...: paths as strings.
+        path = model if model.startswith(model_dir.rstrip("/") + "/") else f"{model_dir.rstrip('/')}/{model}"
+        inside = ".." not in path.split("/") and path.startswith(model_dir.rstrip("/") + "/")
+    else:
+        candidates = ([] if os.path.isabs(model) else [os.path.join(model_dir, model)]) + [model]
+        path = next((found for found in candidates if os.path.exists(found)), candidates[0])
+        inside = any(os.path.commonpath([resolve(model_dir), resolve(path)]) == resolve(model_dir)
+                     for resolve in (os.path.abspath, os.path.realpath))
+    if not inside:
+        raise RecipeError(f"--model={model} is outside --model_dir={model_dir}: predict serves a run's own "
+                          "artifacts, as its metrics.json describes them; pass --model_dir= the run that "
+                          "wrote it (or copy it into that run's directory)")
+    return path
+
+
 def served_model(run, model):
-    """The artifact `model` (relative to the run's directory), ready to serve."""
-    path = run.path(model)
+    """The artifact `model` (--model: `artifact_path`), ready to serve."""
+    path = artifact_path(run.model_dir, model)
     signature = None
     if path.endswith(".keras") and os.path.isfile(path):  # The model on preprocessed input.
         signature = run.signature()
@@ -101,7 +124,9 @@ def main(argv):
         if served.input_shape != (1,):
             raise RecipeError(f"--value needs a one-feature model; {served.path} takes "
                               f"{list(served.input_shape)} inputs: pass FILEs")
-        units = UNITS.get(run.recipe, "").format(value=FLAGS.value)
+        data_flag = str((run.input.get("spec") or {}).get("data") or "sample")  # Bundled unless --data.
+        on_sample = data_flag.startswith("sample")
+        units = UNITS.get(run.recipe, "").format(value=FLAGS.value) if on_sample else ""
         print(f"--value={FLAGS.value:g}: {describe(served(np.float32([[FLAGS.value]])), 0)}"
               + (f" ({units})" if units else ""))
         return

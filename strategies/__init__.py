@@ -16,8 +16,8 @@ import subprocess
 import sys
 import threading
 
-from absl import logging
 import tensorflow as tf
+from absl import logging
 
 NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 ALL_REDUCE_ALGS = ("auto", "nccl", "hierarchical_copy", "ring")
@@ -49,7 +49,7 @@ def configure_cpu_devices(num_cpu_devices):
     cores take 41 ms instead of 28 (MNIST net, batch 256).
     """
     if not 1 <= num_cpu_devices <= MAX_CPU_DEVICES:
-        raise ValueError(f"--num_cpu_devices must be in [1, {MAX_CPU_DEVICES}]; received "
+        raise ValueError(f"num_cpu_devices must be in [1, {MAX_CPU_DEVICES}]; received "
                          f"{num_cpu_devices}")
     cpu = tf.config.list_physical_devices("CPU")[0]
     configured = len(tf.config.get_logical_device_configuration(cpu) or [None])
@@ -81,12 +81,12 @@ def configure_cluster(worker_hosts=None, task_index=-1):
     hosts = [h.strip() for h in (worker_hosts or "").split(",") if h.strip()]
     if not hosts:
         raise ValueError(
-            "--strategy=multi_worker needs the cluster: set TF_CONFIG, or pass "
-            "--worker_hosts=host:port,host:port and --task_index=i")
-    check_hosts(hosts, "--worker_hosts")
+            "the multi_worker strategy needs the cluster: set TF_CONFIG, or pass "
+            "worker_hosts=host:port,host:port and task_index=i")
+    check_hosts(hosts, "worker_hosts")
     if not 0 <= task_index < len(hosts):
         raise ValueError(
-            f"--task_index={task_index} is not a worker of --worker_hosts ({len(hosts)} "
+            f"task_index={task_index} is not a worker of worker_hosts ({len(hosts)} "
             f"hosts); pass 0 to {len(hosts) - 1}")
     os.environ["TF_CONFIG"] = json.dumps(
         {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}})
@@ -113,7 +113,7 @@ def _tf_config():
         return config
     except ValueError:
         raise ValueError('TF_CONFIG is not JSON with a "cluster" of host:port lists; fix or '
-                         "unset it, or pass --worker_hosts and --task_index") from None
+                         "unset it, or pass worker_hosts and task_index") from None
 
 
 def _multi_worker_strategy(options, timeout_seconds):
@@ -126,7 +126,7 @@ def _multi_worker_strategy(options, timeout_seconds):
     interval = min(CLUSTER_PROGRESS_SECONDS, timeout_seconds / 2)
     watchdog = subprocess.Popen(
         [sys.executable, os.path.join(os.path.dirname(__file__), "_cluster_watchdog.py"),
-         str(os.getpid()), str(timeout_seconds), str(interval), "--cluster_timeout_seconds",
+         str(os.getpid()), str(timeout_seconds), str(interval), "cluster_timeout_seconds",
          *_other_hosts(_tf_config())], stdin=subprocess.PIPE)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.signal(signum, signal.SIG_DFL)
@@ -155,14 +155,14 @@ def _gpus(num_gpus):
     if num_gpus > len(gpus):
         raise ValueError(
             f"num_gpus={num_gpus} but only {len(gpus)} GPU(s) are visible; "
-            f"pass --num_gpus={len(gpus)} or fewer."
+            f"pass num_gpus={len(gpus)} or fewer."
         )
     return gpus[:num_gpus]
 
 
-def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=None,
+def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=None,  # noqa: PLR0913
                  task_index=-1, tpu=None, all_reduce_alg="auto",
-                 cluster_timeout_seconds=CLUSTER_TIMEOUT_SECONDS):
+                 cluster_timeout_seconds=CLUSTER_TIMEOUT_SECONDS, on_auto_choice=None):
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -188,6 +188,8 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
         takes ring or nccl (GPUs); auto lets TensorFlow choose.
       cluster_timeout_seconds: for `multi_worker`, how long to wait for every
         worker to join before exiting with one line that names the missing ones.
+      on_auto_choice: for `auto`, called as `on_auto_choice(chosen, reason)` with the
+        name of the strategy chosen and why (`auto_choice`); None logs them.
 
     Raises:
       ValueError: for an unknown name, a device count that cannot be met, an
@@ -201,7 +203,7 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
         raise ValueError(f"unknown all-reduce {all_reduce_alg!r}; choose one of: "
                          f"{', '.join(ALL_REDUCE_ALGS)}")
     if not cluster_timeout_seconds > 0:
-        raise ValueError(f"--cluster_timeout_seconds must be positive; received "
+        raise ValueError(f"cluster_timeout_seconds must be positive; received "
                          f"{cluster_timeout_seconds}")
     configure_cpu_devices(num_cpu_devices)
     if name == "multi_worker":
@@ -209,19 +211,14 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
         configure_cluster(worker_hosts, task_index)
         return _multi_worker_strategy(_collective_options(all_reduce_alg, num_gpus),
                                       cluster_timeout_seconds)
-    if name == "auto" and tpu_attached():
-        name = "tpu"
-        logging.info("--strategy=auto chose 'tpu': a TPU is attached.")
+    if name == "auto":
+        name, why = auto_choice(num_gpus, num_cpu_devices)
+        (on_auto_choice or _log_choice)(name, why)
     if name == "tpu":
         _check_all_reduce(all_reduce_alg, "tpu", ())
         return _tpu_strategy(tpu)
     gpus = _gpus(num_gpus)
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:num_cpu_devices]
-
-    if name == "auto":
-        name, why = auto_choice(num_gpus, num_cpu_devices)
-        logging.info("--strategy=auto chose %r: %s.", name, why)
-
     _check_all_reduce(all_reduce_alg, name, gpus)
     if name == "default":
         return tf.distribute.get_strategy()
@@ -230,15 +227,17 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
     # Logical CPUs share one memory: adding the replicas' gradients on one of them and
     # copying the sum back beats TF's default there, a collective all-reduce (MNIST
     # net, batch 256, 2 CPUs: 35 against 41 ms a step without the update).
+    default = lambda: None if gpus else tf.distribute.ReductionToOneDevice()
     cross_device_ops = {"nccl": tf.distribute.NcclAllReduce,
                         "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
-                        }.get(all_reduce_alg, lambda: None if gpus else tf.distribute.ReductionToOneDevice())()
+                        }.get(all_reduce_alg, default)()
     return tf.distribute.MirroredStrategy(devices=gpus or cpus, cross_device_ops=cross_device_ops)
 
 
 def auto_choice(num_gpus=-1, num_cpu_devices=1):
-    """What `get_strategy("auto")` picks on this machine, and why: (name, reason).
-    (A TPU, when one is attached, comes before all of these.)"""
+    """What `get_strategy("auto")` picks on this machine, and why: (name, reason)."""
+    if tpu_attached():
+        return "tpu", "a TPU is attached"
     gpus = _gpus(num_gpus)
     cpus = tf.config.list_logical_devices("CPU")[:num_cpu_devices]
     if len(gpus) > 1:
@@ -250,6 +249,10 @@ def auto_choice(num_gpus=-1, num_cpu_devices=1):
     return "default", "no GPU or TPU found, one CPU device"
 
 
+def _log_choice(name, reason):
+    logging.info("Strategy auto chose %r: %s.", name, reason)
+
+
 def _check_all_reduce(all_reduce_alg, name, gpus):
     """Raises a ValueError unless strategy `name` can use `all_reduce_alg`."""
     usable = {"mirrored": ("nccl", "hierarchical_copy"), "multi_worker": ("ring", "nccl")}
@@ -257,12 +260,12 @@ def _check_all_reduce(all_reduce_alg, name, gpus):
         return
     if all_reduce_alg not in usable.get(name, ()):
         raise ValueError(
-            f"--all_reduce_alg={all_reduce_alg} does not apply to --strategy={name}; "
+            f"all_reduce_alg={all_reduce_alg} does not apply to the {name} strategy; "
             "mirrored takes nccl or hierarchical_copy, multi_worker takes ring or nccl, "
             "the others only auto")
     if all_reduce_alg == "nccl" and not gpus:
-        raise ValueError("--all_reduce_alg=nccl needs GPUs and none is used; "
-                         "pass --all_reduce_alg=auto")
+        raise ValueError("all_reduce_alg=nccl needs GPUs and none is used; "
+                         "pass all_reduce_alg=auto")
 
 
 def _collective_options(all_reduce_alg, num_gpus):
@@ -287,9 +290,9 @@ def _tpu_strategy(tpu):
     """TPUStrategy, set up in the documented order: resolver, connect (for a
     remote TPU), initialize the TPU system, strategy."""
     tpu = tpu or os.environ.get("TPU_NAME") or "local"
-    what_to_pass = ("pass --tpu=local on a TPU VM or Colab TPU runtime, --tpu=NAME for a "
-                    "Cloud TPU, --tpu=grpc://host:port for a TPU worker, or pick another "
-                    "--strategy")
+    what_to_pass = ("pass tpu=local on a TPU VM or Colab TPU runtime, tpu=NAME for a "
+                    "Cloud TPU, tpu=grpc://host:port for a TPU worker, or pick another "
+                    "strategy")
     if tpu.startswith("grpc://"):
         # Connecting to an address where no TPU listens hangs for minutes; a
         # plain TCP probe says within seconds whether anything is there.
@@ -305,7 +308,7 @@ def _tpu_strategy(tpu):
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, tf.errors.OpError) as e:
         reason = str(e).strip().splitlines()[0].split(". ")[0][:160]
-        raise ValueError(f"no TPU found for --tpu={tpu} ({reason}); {what_to_pass}") from None
+        raise ValueError(f"no TPU found for tpu={tpu} ({reason}); {what_to_pass}") from None
     return tf.distribute.TPUStrategy(resolver)
 
 

@@ -37,8 +37,8 @@ def main(parent, timeout, interval, option, *hosts):
         silent = ", ".join(h for h in hosts if not answers(h)) or "workers that answer but have not joined"
         if waited >= timeout:
             print(f"error: {silent} did not join the cluster within {option}={timeout:g}; start "
-                  "every worker with the same --worker_hosts (or TF_CONFIG), each with its own "
-                  "--task_index", file=sys.stderr, flush=True)
+                  "every worker with the same worker_hosts (or TF_CONFIG), each with its own "
+                  "task_index", file=sys.stderr, flush=True)
             os.kill(parent, signal.SIGKILL)  # It cannot run a handler while it waits.
             return 1
         print(f"Waiting for {silent} to join the cluster ({waited:.0f} s of {timeout:g} s).",

@@ -22,7 +22,7 @@ import math
 import keras
 import tensorflow as tf
 
-from strategies import configure_cpu_devices, MAX_CPU_DEVICES
+from strategies import MAX_CPU_DEVICES, configure_cpu_devices
 
 BALANCES = ("flops", "params")
 
@@ -40,8 +40,8 @@ def devices(count, num_cpu_devices=None):
                              f"pass {len(gpus)} or fewer")
         return gpus[:count]
     if num_cpu_devices is not None and count > num_cpu_devices:
-        raise ValueError(f"{count} devices are needed and --num_cpu_devices={num_cpu_devices} "
-                         f"makes {num_cpu_devices}; pass --num_cpu_devices={count}, or leave it out "
+        raise ValueError(f"{count} devices are needed and num_cpu_devices={num_cpu_devices} "
+                         f"makes {num_cpu_devices}; pass num_cpu_devices={count}, or leave it out "
                          "and the CPU is split as needed")
     if count > MAX_CPU_DEVICES:
         raise ValueError(f"{count} devices are needed and the CPU splits into at most "
@@ -127,14 +127,19 @@ def place(layer, device):
     its slots beside the variable's value) see the same variables as before.
     `tests/test_model_parallel.py` fails if Keras renames `_value`."""
     for variable in layer.variables:
-        with tf.device(device):
-            variable._value = tf.Variable(variable.value, trainable=variable.trainable,
-                                          name=variable.name)
+        place_variable(variable, device)
+
+
+def place_variable(variable, device):
+    """Moves one Keras variable's value to `device` (see `place`)."""
+    with tf.device(device):
+        variable._value = tf.Variable(variable.value, trainable=variable.trainable, name=variable.name)
 
 
 def device_of(variable):
-    """A Keras variable's device, in full: "/job:localhost/replica:0/task:0/device:CPU:1"."""
-    return getattr(variable, "value", variable).device
+    """A variable's device, in full: "/job:localhost/replica:0/task:0/device:CPU:1" (a
+    Keras variable's is that of the `tf.Variable` holding its value)."""
+    return (variable.value if isinstance(variable, keras.Variable) else variable).device
 
 
 def compiled(function, jit_compile):
@@ -173,10 +178,17 @@ class Pipeline:
         self.model = model
         self.stages = [(stack[a:b], device) for a, b, device in zip(starts, starts[1:], devices)]
         self.num_microbatches = num_microbatches
+        placed, shares = set(), []  # A variable two stages use (a tied embedding) stays with the first.
         for layers, device in self.stages:
-            for layer in layers:
-                place(layer, device)
-        self._calls = [compiled(self._stage_function(layers), jit_compile) for layers, _ in self.stages]
+            variables = [v for layer in layers for v in layer.variables]
+            shares.append(any(id(v) in placed for v in variables))
+            for variable in variables:
+                if id(variable) not in placed:
+                    place_variable(variable, device)
+                    placed.add(id(variable))
+        # XLA cannot read a variable on another device: a stage that shares one runs as a graph.
+        self._calls = [compiled(self._stage_function(layers), jit_compile and not shared)
+                       for (layers, _), shared in zip(self.stages, shares)]
 
     @staticmethod
     def _stage_function(layers):
@@ -233,8 +245,8 @@ def memory_by_device(model, optimizer):
         for variable in variables:
             value = variable.value
             for component in getattr(value, "values", None) or (value,):
-                entry = usage.setdefault(short_name(component.device), {"parameter_bytes": 0,
-                                                                    "optimizer_bytes": 0})
+                entry = usage.setdefault(short_name(device_of(component)), {"parameter_bytes": 0,
+                                                                        "optimizer_bytes": 0})
                 entry[key] += math.prod(component.shape) * component.dtype.size
     for device, entry in usage.items():
         if device.startswith("GPU"):

@@ -1,5 +1,6 @@
-"""Tensor parallelism: each Dense -> [Dropout] -> Dense pair of a layer stack split
-Megatron-style over the devices of one host.
+"""Tensor parallelism: each Dense -> [Dropout] -> Dense pair of a layer stack, and each
+transformer block's attention (by heads) and MLP, split Megatron-style over the
+devices of one host.
 
     sharded = tensor_parallel.TensorParallel(model, devices)   # trains sharded.model
     plain = sharded.gather()                                   # the plain model, for saving
@@ -110,6 +111,134 @@ class MegatronDense(keras.layers.Layer):
         return column, row
 
 
+def is_transformer_block(layer):
+    """Whether `layer` is a pre-LayerNorm transformer block this module splits
+    (`models.GPTBlock`): Keras `MultiHeadAttention` as `attention`, a Dense pair
+    `intermediate` -> `mlp_output`, LayerNorms `attention_norm` and `mlp_norm`."""
+    return (isinstance(getattr(layer, "attention", None), keras.layers.MultiHeadAttention)
+            and all(hasattr(layer, name) for name in ("attention_norm", "mlp_norm", "intermediate",
+                                                        "mlp_output", "dropout")))
+
+
+class MegatronBlock(keras.layers.Layer):
+    """A pre-LayerNorm transformer block split Megatron-style over `devices`.
+
+    Device i holds the query, key and value projections of heads [i*h/N, (i+1)*h/N)
+    (columns of each) and the same rows of the output projection, and computes those
+    heads' attention; then columns [i*w/N, (i+1)*w/N) of the MLP's first Dense and
+    the same rows of its second. Each half of the block sums its partial outputs on
+    the first device, which holds the LayerNorms, the output biases and the residual
+    stream. The block sends its normalized input to every device and gets a partial
+    sum back from each, twice; nothing else crosses devices.
+    """
+
+    def __init__(self, block, devices, jit_compile=True, **kwargs):
+        super().__init__(dtype=block.dtype_policy, **kwargs)
+        self.devices = list(devices)
+        attention = block.attention
+        self.num_heads, self.head_size = attention._num_heads, attention._key_dim
+        self.intermediate_size, self.hidden_size = block.intermediate.units, block.mlp_output.units
+        self.activation = block.intermediate.activation
+        for layer in (block.attention_norm, block.mlp_norm):
+            place(layer, self.devices[0])
+        self.attention_norm, self.mlp_norm, self.dropout = block.attention_norm, block.mlp_norm, block.dropout
+        self.attention_dropout = attention._dropout
+        self.attention_dropouts = []
+        for device in self.devices:
+            with tf.device(device):
+                self.attention_dropouts.append(keras.layers.Dropout(attention._dropout))
+        self._attend = compiled(self._heads_output, jit_compile)
+        self._mlp = compiled(self._mlp_output, jit_compile)
+
+    def build(self, input_shape):
+        n, hidden = len(self.devices), input_shape[-1]
+        heads, width = self.num_heads // n, self.intermediate_size // n
+        self.shards = []
+        projection, bias = (hidden, heads, self.head_size), (heads, self.head_size)
+        shapes = {"query_kernel": projection, "query_bias": bias, "key_kernel": projection, "key_bias": bias,
+                  "value_kernel": projection, "value_bias": bias,
+                  "output_kernel": (heads, self.head_size, self.hidden_size),
+                  "intermediate_kernel": (hidden, width), "intermediate_bias": (width,),
+                  "mlp_kernel": (width, self.hidden_size)}
+        for i, device in enumerate(self.devices):
+            with tf.device(device):
+                self.shards.append({name: self.add_weight(shape, initializer="zeros", name=f"{name}_{i}")
+                                    for name, shape in shapes.items()})
+        with tf.device(self.devices[0]):
+            self.output_bias = self.add_weight((self.hidden_size,), initializer="zeros", name="output_bias")
+            self.mlp_bias = self.add_weight((self.hidden_size,), initializer="zeros", name="mlp_bias")
+        self.built = True
+
+    def _heads_output(self, x, i, training):
+        ops, shard = keras.ops, self.shards[i]
+        q, k, v = (ops.einsum("btd,dnh->btnh", x, shard[f"{name}_kernel"]) + shard[f"{name}_bias"]
+                   for name in ("query", "key", "value"))
+        positions = ops.arange(ops.shape(x)[1], dtype="int32")
+        causal = (positions[:, None] >= positions[None, :])[None, None]
+        if self.attention_dropout:  # As Keras' attention with dropout: the weights, explicitly.
+            scores = ops.einsum("bsnh,btnh->bnts", k, q * ops.cast(self.head_size ** -0.5, q.dtype))
+            weights = ops.softmax(ops.where(causal, scores, ops.cast(-1e9, scores.dtype)), axis=-1)
+            weights = self.attention_dropouts[i](weights, training=training)
+            attended = ops.einsum("bnts,bsnh->btnh", weights, v)
+        else:
+            attended = ops.dot_product_attention(q, k, v, mask=causal, scale=self.head_size ** -0.5)
+        return ops.einsum("btnh,nhd->btd", attended, shard["output_kernel"])
+
+    def _mlp_output(self, x, i, training):
+        shard = self.shards[i]
+        hidden = keras.ops.matmul(x, shard["intermediate_kernel"]) + shard["intermediate_bias"]
+        hidden = self.activation(hidden)
+        return keras.ops.matmul(hidden, shard["mlp_kernel"])
+
+    def _sum(self, function, x, bias, training):
+        partials = []
+        for i, device in enumerate(self.devices):
+            with tf.device(device):
+                partials.append(function(x, i, training))
+        with tf.device(self.devices[0]):
+            return self.dropout(tf.add_n(partials) + bias, training=training)
+
+    def call(self, x, training=False):
+        with tf.device(self.devices[0]):
+            x = x + self._sum(self._attend, self.attention_norm(x), self.output_bias, training)
+            return x + self._sum(self._mlp, self.mlp_norm(x), self.mlp_bias, training)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    @staticmethod
+    def _parts(block):
+        """The whole block's split weights: {name: (variable, axis it splits on)}."""
+        attention = block.attention
+        parts = {"output_kernel": (attention._output_dense.kernel, 0),
+                 "intermediate_kernel": (block.intermediate.kernel, 1),
+                 "intermediate_bias": (block.intermediate.bias, 0),
+                 "mlp_kernel": (block.mlp_output.kernel, 0)}
+        for name, dense in (("query", attention._query_dense), ("key", attention._key_dense),
+                            ("value", attention._value_dense)):
+            parts[f"{name}_kernel"], parts[f"{name}_bias"] = (dense.kernel, 1), (dense.bias, 0)
+        return parts, {"output_bias": attention._output_dense.bias, "mlp_bias": block.mlp_output.bias}
+
+    def split(self, block):
+        """Sets the shards from the whole block's weights."""
+        parts, whole = self._parts(block)
+        for name, (variable, axis) in parts.items():
+            for shard, value in zip(self.shards, tf.split(variable.value, len(self.devices), axis=axis)):
+                shard[name].assign(value)
+        for name, variable in whole.items():
+            getattr(self, name).assign(variable.value)
+
+    def copy_to(self, block):
+        """Sets a whole (plain) block's weights from the shards."""
+        parts, whole = self._parts(block)
+        for name, (variable, axis) in parts.items():
+            variable.assign(tf.concat([shard[name].value for shard in self.shards], axis=axis))
+        for name, variable in whole.items():
+            variable.assign(getattr(self, name).value)
+        for norm, ours in ((block.attention_norm, self.attention_norm), (block.mlp_norm, self.mlp_norm)):
+            norm.set_weights(ours.get_weights())
+
+
 def megatron_pairs(stack):
     """The Dense -> [Dropout] -> Dense pairs of a layer stack that split Megatron-style,
     as (column index, dropout rate, row index): the first Dense's activation must be
@@ -131,32 +260,41 @@ def megatron_pairs(stack):
 
 
 class TensorParallel:
-    """A model whose Dense -> Dense pairs are split over `devices` (`MegatronDense`).
+    """A model whose Dense -> Dense pairs (`MegatronDense`) and transformer blocks
+    (`MegatronBlock`) are split over `devices`.
 
     `model` (a built layer stack) is split once: `self.model` is a new
     `keras.Sequential` that reuses its other layers (on the first device) and
-    replaces each pair by a `MegatronDense` holding the pair's weights in shards.
-    Train `self.model`; `gather()` puts the shards back together into a new plain
-    model of `model`'s class and config, for saving. Drop `model` after this, so
-    that only the shards hold the pairs' weights.
+    replaces each pair or block by one holding its weights in shards. Train
+    `self.model`; `gather()` puts the shards back together into a new plain model of
+    `model`'s class and config, for saving. Drop `model` after this, so that only the
+    shards hold the split weights.
 
     Args:
       model: a built Keras model made of a layer stack (`layer_stack`).
-      devices: the devices to split over; their number must divide each pair's width.
+      devices: the devices to split over; their number must divide each pair's width
+        and each block's heads and MLP width.
       input_shape: one example's shape; default: the model's own.
       jit_compile: XLA-compile each shard's part on its device.
+      input_dtype: the input's dtype (int32 for token ids); default: the model's own,
+        or float32.
     """
 
-    def __init__(self, model, devices, input_shape=None, jit_compile=True):
+    def __init__(self, model, devices, input_shape=None, jit_compile=True, input_dtype=None):
         stack = layer_stack(model)
         self.pairs = megatron_pairs(stack)
-        if not self.pairs:
-            raise ValueError(f"{model.name} has no Dense -> Dense pair to split")
-        for column_index, _, row_index in self.pairs:
-            width = stack[column_index].units
-            if width % len(devices):
-                raise ValueError(f"{len(devices)} shards do not divide the {width} units of layer "
-                                 f"{stack[column_index].name}; pass a divisor of {width}")
+        self.blocks = [i for i, layer in enumerate(stack) if is_transformer_block(layer)]
+        if not self.pairs and not self.blocks:
+            raise ValueError(f"{model.name} has no Dense -> Dense pair or transformer block to split")
+        n = len(devices)
+        widths = [(stack[column].units, f"units of layer {stack[column].name}")
+                  for column, _, _ in self.pairs]
+        for i in self.blocks:
+            widths += [(stack[i].attention._num_heads, f"attention heads of {stack[i].name}"),
+                       (stack[i].intermediate.units, f"MLP units of {stack[i].name}")]
+        for width, what in widths:
+            if width % n:
+                raise ValueError(f"{n} shards do not divide the {width} {what}; pass a divisor of {width}")
         self.input_shape = tuple(input_shape or model.input_shape[1:])
         self.config = keras.saving.serialize_keras_object(model)
         self.devices = list(devices)
@@ -169,20 +307,25 @@ class TensorParallel:
                                      name=f"{stack[i].name}_{stack[row].name}_sharded")
                 layers.append(pair)
                 i = row + 1
+                continue
+            if i in self.blocks:
+                layers.append(MegatronBlock(stack[i], devices, jit_compile, name=f"{stack[i].name}_sharded"))
             else:
                 place(stack[i], devices[0])  # Unsplit layers live on the first device.
                 layers.append(stack[i])
-                i += 1
-        dtype = model.inputs[0].dtype if isinstance(model, keras.Sequential) else "float32"
+            i += 1
+        dtype = model.inputs[0].dtype if isinstance(model, keras.Sequential) else (input_dtype or "float32")
         self.model = keras.Sequential([keras.Input(self.input_shape, dtype=dtype), *layers],
                                       name=f"{model.name}_tensor_parallel")
-        for layer, (column, _, row) in zip(self._pair_layers(), self.pairs):
+        for layer, (column, _, row) in zip(self._split_layers(MegatronDense), self.pairs):
             layer.split(stack[column].get_weights(), stack[row].get_weights())
+        for layer, index in zip(self._split_layers(MegatronBlock), self.blocks):
+            layer.split(stack[index])
 
     forward = None  # `self.model` is called as it is.
 
-    def _pair_layers(self):
-        return [layer for layer in self.model.layers if isinstance(layer, MegatronDense)]
+    def _split_layers(self, kind):
+        return [layer for layer in self.model.layers if isinstance(layer, kind)]
 
     def gather(self):
         """A new plain model (the class and config of the one split) with the trained
@@ -192,18 +335,24 @@ class TensorParallel:
             if not plain.built:
                 plain.build((None,) + self.input_shape)
         whole = {}  # Plain-stack index -> the weights gathered from the shards.
-        for (column, _, row), layer in zip(self.pairs, self._pair_layers()):
+        for (column, _, row), layer in zip(self.pairs, self._split_layers(MegatronDense)):
             whole[column], whole[row] = layer.gathered()
+        blocks = dict(zip(self.blocks, self._split_layers(MegatronBlock)))
         in_pairs = {i for column, _, row in self.pairs for i in range(column, row + 1)}
-        others = iter(layer for layer in self.model.layers if not isinstance(layer, MegatronDense))
+        others = iter(layer for layer in self.model.layers
+                      if not isinstance(layer, (MegatronDense, MegatronBlock)))
         for i, layer in enumerate(layer_stack(plain)):
             if i in whole:
                 layer.set_weights(whole[i])
+            elif i in blocks:
+                blocks[i].copy_to(layer)
             elif i not in in_pairs:
                 layer.set_weights(next(others).get_weights())
         return plain
 
     def describe(self):
-        """One line per split pair."""
+        """One line per split pair or block."""
         return [f"{layer.name}: Dense({layer.units[0]}) split by columns, Dense({layer.units[1]}) by "
-                f"rows, over {len(self.devices)} devices" for layer in self._pair_layers()]
+                f"rows, over {len(self.devices)} devices" for layer in self._split_layers(MegatronDense)] + [
+                f"{layer.name}: {layer.num_heads} heads and an MLP of {layer.intermediate_size} split "
+                f"over {len(self.devices)} devices" for layer in self._split_layers(MegatronBlock)]

@@ -1,6 +1,7 @@
 """The recipe as a user runs it: `python -m recipes.mnist`, in fresh processes."""
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -13,8 +14,14 @@ import pytest
 import tensorflow as tf
 
 import models
-from tests.helpers import (REPO, assert_one_line_error, parse_recipe_command, run_module,
-                            run_python, saved_step)
+from tests.helpers import (
+    REPO,
+    assert_one_line_error,
+    parse_recipe_command,
+    run_module,
+    run_python,
+    saved_step,
+)
 
 
 @pytest.mark.slow
@@ -50,15 +57,42 @@ print(json.dumps(out))
     assert sum(scored) / 3 >= 0.935, scored
 
 
+def _documentation():
+    """{path relative to the repository: text} of the README, the speed page and every
+    docs page."""
+    docs = sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(REPO, "docs"))
+                  if name.endswith(".md"))
+    paths = ["README.md", os.path.join("benchmarks", "README.md"), *docs]
+    return {path: open(os.path.join(REPO, path), encoding="utf-8").read() for path in paths}
+
+
 def test_every_command_in_the_readme_is_accepted_by_the_flag_parser():
-    readme = open(os.path.join(REPO, "README.md")).read().replace("\\\n", " ")
-    shell_blocks = [block.split("```")[0] for block in readme.split("```bash\n")[1:]]
-    commands = [shlex.split(line[line.index("python -m recipes."):].split("#")[0])
-                for block in shell_blocks for line in block.splitlines()
-                if "python -m recipes." in line]
+    """The README's and the docs pages' ```bash commands: the strategies page holds the
+    two multi_worker ones (one per machine)."""
+    commands = []
+    for text in _documentation().values():
+        text = text.replace("\\\n", " ")
+        shell_blocks = [block.split("```")[0] for block in text.split("```bash\n")[1:]]
+        commands += [shlex.split(line[line.index("python -m recipes."):].split("#")[0])
+                     for block in shell_blocks for line in block.splitlines()
+                     if "python -m recipes." in line]
     strategies_used = {parse_recipe_command(argv)["strategy"].value for argv in commands}
     assert {"mirrored", "multi_worker", "tpu"} <= strategies_used
     assert len([c for c in commands if "--strategy=multi_worker" in c]) == 2
+
+
+def test_the_readme_fits_and_every_relative_link_of_the_docs_exists():
+    pages = _documentation()
+    assert len(pages["README.md"].splitlines()) <= 200
+    broken = []
+    for path, text in pages.items():
+        text = re.sub(r"(?ms)^```.*?^```", "", text)  # Code blocks hold no links.
+        for target in re.findall(r"\]\(([^()\s]+)\)", text):
+            target = target.partition("#")[0]
+            if target and ":" not in target and not os.path.exists(
+                    os.path.join(REPO, os.path.dirname(path), target)):
+                broken.append(f"{path}: {target}")
+    assert not broken, broken
 
 
 @pytest.mark.slow

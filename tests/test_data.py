@@ -100,7 +100,7 @@ def test_every_batch_has_a_static_shape_as_tpus_need(mnist, strategy):
 
 def test_batch_that_replicas_cannot_split_is_a_clear_error(mnist):
     strategy = strategies.get_strategy("mirrored", num_cpu_devices=2)
-    with pytest.raises(RecipeError, match="--batch_size=33 does not split evenly over 2"):
+    with pytest.raises(RecipeError, match="^batch_size=33 does not split evenly over 2"):
         data.train_dataset(strategy, data.from_arrays(mnist.x_train, mnist.y_train).train, 33,
                            preprocess=data.scale_pixels, seed=0)
 

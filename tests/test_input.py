@@ -125,16 +125,61 @@ def test_text_is_windows_of_next_byte_targets_with_the_last_tenth_held_out(own):
     raw = open(own["reference"], "rb").read()
     cut = int(len(raw) * 0.9)
     assert opened.x_spec == tf.TensorSpec([window], tf.int32) and opened.class_names is None
-    for split, (low, high) in (("train", (0, cut)), ("test", (cut, len(raw)))):
-        x, y = opened.arrays(split)
-        assert len(x) == (high - low - 1) // window == getattr(opened, split).num_examples
-        np.testing.assert_array_equal(y[:, :-1], x[:, 1:])  # y is x moved on by one byte.
-        np.testing.assert_array_equal(x[3], np.frombuffer(raw[low + 3 * window:low + 4 * window], np.uint8))
+    x, y = opened.arrays("test")  # Held out: the same windows on every read.
+    assert len(x) == (len(raw) - cut - 1) // window == opened.test.num_examples
+    np.testing.assert_array_equal(y[:, :-1], x[:, 1:])  # y is x moved on by one byte.
+    np.testing.assert_array_equal(x[3], np.frombuffer(raw[cut + 3 * window:cut + 4 * window], np.uint8))
     train = opened.train
-    full = _ids(pipeline.records(train, seed=5), 2 * train.num_examples)
-    assert sorted(full[:train.num_examples]) == list(range(train.num_examples))
-    for start in (7, 4096, train.num_examples + 3):
-        assert _ids(pipeline.records(train, seed=5, start=start), 200) == full[start:start + 200]
+    count = train.num_examples
+    assert count == (cut - 1) // window - 1  # One window left over for the grid's shift.
+
+    def shift_of_epoch(stream):
+        """The offsets at which every window of the epoch lies on the text's grid."""
+        shifts = set(range(window))
+        for index, (x, y) in stream:
+            begin = int(index) * window
+            text = bytes(x.tolist() + y[-1:].tolist())
+            shifts &= {s for s in shifts if raw[begin + s:begin + s + window + 1] == text}
+        return shifts
+
+    full = list(pipeline.records(train, seed=5).take(3 * count).as_numpy_iterator())
+    assert sorted(int(i) for i, _ in full[:count]) == list(range(count))
+    epochs = [shift_of_epoch(full[e * count:(e + 1) * count]) for e in range(3)]
+    assert all(len(shifts) == 1 for shifts in epochs) and len(set.union(*epochs)) > 1, epochs
+    for _, (x, y) in full[:100]:
+        np.testing.assert_array_equal(y[:-1], x[1:])  # y is x moved on by one byte.
+    for start in (7, 4096, count + 3):  # A resume reads the same windows, shifted alike.
+        again = pipeline.records(train, seed=5, start=start).take(200).as_numpy_iterator()
+        for (i, (x, _)), (j, (x0, _)) in zip(again, full[start:start + 200]):
+            assert i == j and (x == x0).all()
+
+
+def test_bert_masks_your_text_in_the_pipeline_the_same_way_on_every_read(own):
+    """Masked-language-model data from a text file: [CLS] + word ids, 15% of the real
+    tokens to predict (at least one a sequence), the mask seeded by the sequence's
+    index, so a resume or another worker count masks it as before."""
+    from recipes.core import text
+
+    files = [own["reference"]]
+    tokenizer = text.Tokenizer.fit(tf.data.TextLineDataset(files).batch(1024), 2000)
+    masked = text.masked_lm_data(files, tokenizer, 32,
+                                 open_text=lambda f, window: data.open_data(f[0], text_window=window))
+    x, y = masked.arrays("train")
+    assert x.shape == y.shape and x.shape[1] == 32 and len(x) == masked.train.num_examples > 1000
+    assert (x[:, 0] == tokenizer.cls_id).all() and (y[:, 0] == -1).all()
+    chosen = y >= 0
+    real = x > 1
+    has_words = (real | chosen)[:, 1:].any(axis=1)  # After [CLS]; a window of punctuation has none.
+    assert has_words.mean() > 0.9 and (chosen.any(axis=1) == has_words).all()
+    assert 0.12 < chosen.sum() / (real | chosen).sum() < 0.18
+    assert 0.75 < (x[chosen] == tokenizer.mask_id).mean() < 0.85  # 80% [MASK], the rest kept or swapped.
+    # The training windows shift each epoch (corpus.py): a resume reads and masks what the run read.
+    full = list(pipeline.records(masked.train, seed=3).take(150).as_numpy_iterator())
+    again = list(pipeline.records(masked.train, seed=3, start=100).take(50).as_numpy_iterator())
+    for (index, (inputs, labels)), (index0, (inputs0, labels0)) in zip(again, full[100:]):
+        assert index == index0
+        np.testing.assert_array_equal(inputs, inputs0)
+        np.testing.assert_array_equal(labels, labels0)
 
 
 @pytest.mark.parametrize("name", ["digits_tf", "digits_tf1"])
@@ -162,7 +207,7 @@ def test_n_replicas_take_the_batches_one_device_takes(own):
     def batches(strategy):
         stream = data.train_dataset(strategy, split, 64, preprocess=data.scale_pixels, seed=1, with_ids=True)
         out = []
-        for _, (x, y, ids) in zip(range(30), stream):
+        for _, (_x, _y, ids) in zip(range(30), stream):
             out.append(np.concatenate([t.numpy() for t in strategy.experimental_local_results(ids)]))
         return np.concatenate(out)
 
@@ -240,7 +285,8 @@ def _bad_files(root):
     (root / "text.csv").write_text("a,b,label\n1,2,0\n3,x,1\n")
     (root / "ragged.csv").write_text("a,b,label\n1,2,0\n3,1\n")
     (root / "header.csv").write_text("a,b,label\n")
-    for name in ("text", "ragged", "header"):
+    (root / "named.csv").write_text("a,b,price\n1,2,3.5\n3,4,cheap\n")
+    for name in ("text", "ragged", "header", "named"):
         made[name] = root / f"{name}.csv"
     example = lambda features: tf.train.Example(features=tf.train.Features(feature=features))  # noqa: E731
     floats = lambda v: tf.train.Feature(float_list=tf.train.FloatList(value=v))  # noqa: E731
@@ -318,8 +364,13 @@ BAD_DATA = [
     ("mnist", ["--data=mnist"], "not prepared"),
     ("lstm", ["--data={wine}", "--label_column=target"], "cannot build the model"),
     ("mnist", ["--data={digits}", "--batch_size=4096"], "is larger than the 1617 training examples"),
-    ("bert", ["--data={reference}"], "--data do not apply here: this recipe trains on the Python"),
-    ("linreg", ["--data={wine}", "--label_column=target"], "--data and --label_column do not apply here"),
+    ("bert", ["--data={wine}"], "wine.csv: BERT pre-trains on text files"),
+    ("bert", ["--label_column=target"], "--label_column do not apply here: this recipe trains on the Python"),
+    ("linreg", ["--data={digits}"], "is a folder of images, which hold classes"),
+    ("linreg", ["--data={named}", "--label_column=price"], "line 3, column 'price': 'cheap' is not a finite"),
+    ("linreg", ["--data={wine}"], "the column of the values to fit"),
+    ("linreg", ["--label_column=target"], "--label_column do not apply here"),
+    ("neuron", ["--data={wine}", "--label_column=target"], "--data and --label_column do not apply here"),
     ("prepare", ["--data={digits}"], "pass --output=DIR"),
     ("prepare", ["--data={digits}", "--output={digits_tf}"], "already holds prepared data"),
 ]
@@ -374,6 +425,27 @@ def test_a_csv_trains_bigmodel_and_serves_raw_rows(own, tmp_path):
     np.save(tmp_path / "row.npy", row.drop(columns="target").to_numpy(np.float32))
     done = run_module("recipes.predict", f"--model_dir={tmp_path}", str(tmp_path / "row.npy"))
     assert done.returncode == 0 and f"class {int(row['target'][0])} (" in done.stdout, done.stdout
+
+
+@pytest.mark.slow
+def test_a_csv_of_values_fits_linreg_and_serves_raw_rows(tmp_path):
+    """scikit-learn's diabetes table (442 patients, 10 features, a disease-progression
+    value): the fit beats predicting the mean, as least squares does on it."""
+    from sklearn.datasets import load_diabetes
+
+    table = load_diabetes(as_frame=True).frame
+    table.to_csv(tmp_path / "diabetes.csv", index=False)
+    done = run_module("recipes.linreg", f"--data={tmp_path / 'diabetes.csv'}", "--label_column=target",
+                      f"--model_dir={tmp_path / 'run'}", "--epochs=300")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["input"]["class_names"] is None and metrics["num_test_examples"] == 44
+    assert 1 - metrics["test_loss"] / metrics["baseline_test_mse"] > 0.3  # R^2.
+    assert "bmi=" in done.stdout  # The thetas are named by the table's columns.
+    np.save(tmp_path / "rows.npy", table.drop(columns="target").to_numpy(np.float32)[:2])
+    done = run_module("recipes.predict", f"--model_dir={tmp_path / 'run'}", str(tmp_path / "rows.npy"))
+    values = [float(line.rpartition(": ")[2]) for line in done.stdout.splitlines() if "rows.npy[" in line]
+    assert done.returncode == 0 and len(values) == 2 and all(25 < v < 346 for v in values), done.stdout
 
 
 @pytest.mark.slow

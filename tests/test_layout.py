@@ -31,3 +31,16 @@ def test_no_function_is_longer_than_80_lines_and_no_module_than_400():
                     too_long.append(f"{where}:{node.lineno} {node.name}: {length} lines")
     assert not too_long, too_long
 
+
+def test_every_command_imports_into_one_process():
+    """Flags shared by two commands are defined once (absl refuses a second definition),
+    so a notebook or a test session can import any of them together."""
+    import importlib
+    import pkgutil
+
+    import recipes
+
+    names = [info.name for info in pkgutil.iter_modules(recipes.__path__) if not info.ispkg]
+    assert {"mnist", "gpt", "generate", "distill"} <= set(names), names
+    for name in names:
+        importlib.import_module(f"recipes.{name}")

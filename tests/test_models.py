@@ -1,9 +1,9 @@
 """Tier 1: model shapes, exact parameter counts, and save/load round trips."""
 import json
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import models
 from tests.helpers import run_python
@@ -38,7 +38,7 @@ def test_the_articles_own_compile_fit_evaluate_runs_unchanged(mnist):
     history = model.fit(x, y, epochs=5, verbose=0)
     loss, accuracy = model.evaluate(mnist.x_test / 255.0, mnist.y_test, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert accuracy > 0.8  # 512 real digits, 5 epochs, scored on 1,000 unseen ones.
+    assert accuracy > 0.8  # 512 real digits, 5 epochs, scored on the 500 unseen test ones.
 
 
 def test_mnist_dense_round_trips_through_model_keras(tmp_path):
@@ -105,3 +105,14 @@ print(json.dumps(model.get_config()))
 """))
     for name in ("hidden_units", "num_classes", "dropout_rate", "l2", "activation"):
         assert config[name] == json.loads(json.dumps(model.get_config()))[name]
+
+
+def test_no_public_name_of_models_hides_a_module_of_it():
+    """`models.cnn` and `models.logits` are the functions, and every module of the
+    package stays reachable by its own name."""
+    import pkgutil
+    import types
+
+    assert callable(models.cnn) and callable(models.logits)
+    for info in pkgutil.iter_modules(models.__path__):
+        assert isinstance(getattr(models, info.name, types), types.ModuleType), info.name

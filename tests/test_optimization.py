@@ -152,7 +152,7 @@ def test_early_stopping_stops_an_overfitting_run_and_keeps_the_best_epoch(tmp_pa
      ["--accum_steps=3 does not divide the per-replica batch of 32"]),
     (["--global_clipnorm=-1"], ["--global_clipnorm must be positive"]),
     (["--clipvalue=0"], ["--clipvalue must be positive"]),
-    (["--clipnorm=1", "--clipvalue=1"], ["at most one of --clipnorm"]),
+    (["--clipnorm=1", "--clipvalue=1"], ["--clipnorm=1.0, --clipvalue=1.0 each clip the gradients"]),
     (["--lr_schedule=exponential", "--decay_rate=0.9"], ["--lr_schedule=exponential needs --decay_steps > 0"]),
     (["--lr_schedule=cosine", "--decay_steps=0"], ["--lr_schedule=cosine needs --decay_steps > 0"]),
     (["--lr_schedule=linear"], ["--lr_schedule=linear needs --decay_rate > 0"]),

@@ -30,11 +30,19 @@ def test_mirrored_on_logical_cpus_has_one_replica_per_device():
     assert all("CPU" in d for d in strategy.extended.worker_devices)
 
 
-def test_auto_picks_default_on_one_cpu_and_mirrored_on_split_cpus():
-    assert strategies.get_strategy("auto", num_cpu_devices=1) is tf.distribute.get_strategy()
-    mirrored = strategies.get_strategy("auto", num_cpu_devices=2)
+def test_auto_picks_default_on_one_cpu_and_mirrored_on_split_cpus_and_says_why():
+    choices = []
+
+    def record(name, reason):
+        choices.append((name, reason))
+
+    default = strategies.get_strategy("auto", num_cpu_devices=1, on_auto_choice=record)
+    assert default is tf.distribute.get_strategy()
+    mirrored = strategies.get_strategy("auto", num_cpu_devices=2, on_auto_choice=record)
     assert isinstance(mirrored, tf.distribute.MirroredStrategy)
     assert mirrored.num_replicas_in_sync == 2
+    assert choices == [("default", "no GPU or TPU found, one CPU device"),
+                       ("mirrored", "no GPU, CPU split into 2 devices")]
 
 
 def test_more_cpu_devices_than_configured_after_start_up_is_a_clear_error():
@@ -43,9 +51,12 @@ def test_more_cpu_devices_than_configured_after_start_up_is_a_clear_error():
         strategies.get_strategy("mirrored", num_cpu_devices=SPLIT_CPU_DEVICES + 1)
 
 
-def test_more_gpus_than_visible_is_a_clear_error():
-    with pytest.raises(ValueError, match="GPU"):
-        strategies.get_strategy("mirrored", num_gpus=len(tf.config.list_logical_devices("GPU")) + 1)
+def test_more_gpus_than_visible_is_a_clear_error_worded_as_the_arguments():
+    visible = len(tf.config.list_logical_devices("GPU"))
+    with pytest.raises(ValueError, match=f"num_gpus={visible + 1} but only {visible} GPU.*; "
+                                         f"pass num_gpus={visible} or fewer") as error:
+        strategies.get_strategy("mirrored", num_gpus=visible + 1)
+    assert "--" not in str(error.value)  # No absl here: the caller passed arguments, not flags.
 
 
 @pytest.mark.parametrize("name", ["default", "one_device", "mirrored"])
@@ -65,7 +76,7 @@ def test_cluster_comes_from_worker_hosts_when_tf_config_is_absent(monkeypatch):
 
 @pytest.mark.parametrize("hosts, index, message", [
     (None, -1, "needs the cluster"),
-    ("127.0.0.1:2001,127.0.0.1:2002", 2, "--task_index=2 is not a worker"),
+    ("127.0.0.1:2001,127.0.0.1:2002", 2, "^task_index=2 is not a worker of worker_hosts"),
 ])
 def test_multi_worker_without_a_usable_cluster_is_a_clear_error(monkeypatch, hosts, index, message):
     monkeypatch.setenv("TF_CONFIG", "")  # Unset for the test, and whatever it sets undone after.
@@ -103,11 +114,11 @@ def _spy_on_tpu_set_up(monkeypatch, stop_at=None):
 def test_local_tpu_sets_up_in_order_and_fails_fast_without_one(monkeypatch):
     calls = _spy_on_tpu_set_up(monkeypatch)
     start = time.monotonic()
-    with pytest.raises(ValueError, match="no TPU found for --tpu=local") as error:
+    with pytest.raises(ValueError, match="no TPU found for tpu=local") as error:
         strategies.get_strategy("tpu", tpu="local")
     assert time.monotonic() - start < 120  # A guard against a hang, not a timing.
     assert calls == ["resolver", "initialize"]  # A local TPU needs no connect.
-    assert "\n" not in str(error.value) and "pass --tpu=local on a TPU VM" in str(error.value)
+    assert "\n" not in str(error.value) and "pass tpu=local on a TPU VM" in str(error.value)
 
 
 def test_remote_tpu_connects_after_the_resolver_and_before_initializing(monkeypatch):
@@ -116,7 +127,7 @@ def test_remote_tpu_connects_after_the_resolver_and_before_initializing(monkeypa
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         address = "grpc://127.0.0.1:%d" % listener.getsockname()[1]
-        with pytest.raises(ValueError, match=f"no TPU found for --tpu={address}"):
+        with pytest.raises(ValueError, match=f"no TPU found for tpu={address}"):
             strategies.get_strategy("tpu", tpu=address)
     assert calls == ["resolver", "connect"]
 
@@ -155,9 +166,9 @@ def test_mirrored_takes_hierarchical_copy_and_still_sums_over_replicas():
 
 @pytest.mark.parametrize("name, alg, message", [
     ("mirrored", "nccl", "nccl needs GPUs"),
-    ("mirrored", "ring", "does not apply to --strategy=mirrored"),
-    ("default", "hierarchical_copy", "does not apply to --strategy=default"),
-    ("tpu", "ring", "does not apply to --strategy=tpu"),
+    ("mirrored", "ring", "all_reduce_alg=ring does not apply to the mirrored strategy"),
+    ("default", "hierarchical_copy", "does not apply to the default strategy"),
+    ("tpu", "ring", "does not apply to the tpu strategy"),
     ("mirrored", "butterfly", "unknown all-reduce"),
 ])
 def test_all_reduce_a_strategy_cannot_use_is_a_clear_error(name, alg, message):
@@ -169,7 +180,7 @@ def test_multi_worker_all_reduce_maps_to_collective_implementations():
     implementation = tf.distribute.experimental.CommunicationImplementation
     assert strategies._collective_options("ring", -1).implementation == implementation.RING
     assert strategies._collective_options("auto", -1).implementation == implementation.AUTO
-    with pytest.raises(ValueError, match="does not apply to --strategy=multi_worker"):
+    with pytest.raises(ValueError, match="does not apply to the multi_worker strategy"):
         strategies._collective_options("hierarchical_copy", -1)
 
 

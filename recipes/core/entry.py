@@ -12,8 +12,10 @@ a `RecipeError` printed as one line.
 Only these set process-wide state; importing `models`, `strategies` or
 `recipes` changes nothing.
 """
+import ctypes
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -60,10 +62,52 @@ def _stop_at_once(signum, frame):
 
 def _quiet_python_logs():
     """absl's INFO lines from TensorFlow's internals (checkpoint sharding, SavedModel
-    signature renames) stay hidden unless `--verbosity` asks for them."""
+    signature renames) stay hidden unless `--verbosity` asks for them; so do
+    tensorflow-datasets' notes that a folder in its data directory is not a
+    prepared dataset (the run says itself when the one it needs is not there)."""
     if not app.FLAGS["verbosity"].present:
         absl_logging.set_verbosity(absl_logging.WARNING)
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
+        if _not_a_dataset_folder not in logging.getLogger("absl").filters:
+            logging.getLogger("absl").addFilter(_not_a_dataset_folder)
+
+
+def _not_a_dataset_folder(record):
+    """False for tfds' "Variant folder DIR has no dataset_info.json" (or features.json, or
+    an invalid version): a logging filter."""
+    return not (record.levelno < logging.ERROR and str(record.msg).startswith("Variant folder ")
+                and "tensorflow_datasets" in record.pathname)
+
+
+_devices_listed = False
+
+
+def _list_devices_quietly():
+    """TensorFlow's first look at the devices, once a process. Where no CUDA driver is
+    installed, its C++ `failed call to cuInit` error line says only that there is no
+    GPU, which the run says itself; it is dropped then, and every other line passed on
+    (TF_CPP_MIN_LOG_LEVEL=3 would hide every C++ error). Listing the physical devices
+    starts no runtime: the CPU can still be split, a cluster still joined."""
+    global _devices_listed
+    tf = sys.modules.get("tensorflow")
+    if _devices_listed or tf is None or _cuda_driver_installed():
+        return
+    _devices_listed = True
+    from recipes.core import serving  # Loaded with TensorFlow already.
+
+    with serving.native_lines_dropped(r"cuda_platform\.cc.*failed call to cuInit"):
+        tf.config.list_physical_devices("GPU")  # As TensorFlow's own callback does.
+
+
+def _cuda_driver_installed():
+    """Whether libcuda loads: without it, no GPU can be used (TensorFlow's own test)."""
+    if not sys.platform.startswith("linux"):
+        return True  # Nothing to drop there.
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def run(main):
@@ -86,13 +130,50 @@ def run(main):
 
 def _parse_flags(argv):
     """absl's parsing, with its error (an unknown flag, a value of the wrong type or
-    not among the choices) as one `error:` line instead of its two FATAL lines."""
+    not among the choices) as one `error:` line instead of its two FATAL lines, and
+    `--help` (`-h`) as `help_text()`, exit status 0."""
+    arguments = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+    if any(argument in HELP_ARGUMENTS for argument in arguments):
+        print(help_text(), flush=True)
+        sys.exit(0)
     try:
-        return app.FLAGS(argv)
+        argv = app.FLAGS(argv)
     except flags.Error as e:
         message = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        print(f"error: {message}; see --helpfull for every flag", file=sys.stderr, flush=True)
+        print(f"error: {message}; see --help for the flags", file=sys.stderr, flush=True)
         sys.exit(1)
+    _list_devices_quietly()  # Before absl's after-parsing callbacks: TensorFlow's lists the GPUs.
+    return argv
+
+
+HELP_ARGUMENTS = ("-h", "--help", "-help", "--helpshort", "-helpshort", "-?")
+
+
+def help_text():
+    """What --help prints: the command's docstring, then its flags in groups (its own,
+    then the shared ones by topic, `recipe_flags.help_groups`). absl's own --help
+    lists none of them (they are not defined in the program's file), and --helpfull
+    buries them among TensorFlow's and absl's."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    command = spec.name if spec is not None else os.path.basename(sys.argv[0])
+    lines = [(main.__doc__ or "").strip(), ""]
+    shared = sys.modules.get("recipes.core.flags")
+    groups = shared.help_groups(sys.argv[0]) if shared is not None else []
+    for title, group in groups:
+        shown = [_flag_help(flag) for flag in group] or ["  none"]
+        lines += [f"{title.replace('RECIPE', command)}:", *shown, ""]
+    lines.append("--helpfull lists TensorFlow's and absl's flags as well.")
+    return "\n".join(lines).lstrip()
+
+
+def _flag_help(flag):
+    """One flag as absl's help shows it: name, help, default and the values it takes."""
+    name = f"--[no]{flag.name}" if flag.boolean else f"--{flag.name}"
+    text = flags.text_wrap(f"{name}: {flag.help}", indent="      ", firstline_indent="  ")
+    notes = [f"default: {flag.default_as_str}" if flag.default_as_str else None,
+             flag.parser.syntactic_help or None]
+    return "\n".join([text] + [flags.text_wrap(f"({note})", indent="      ") for note in notes if note])
 
 
 def _exit(error):
@@ -100,5 +181,22 @@ def _exit(error):
     # checkpoint it could not restore); keep the error the last line.
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     print(flush=True)  # End a progress bar's line.
-    print(error.line(), file=sys.stderr, flush=True)
+    print(type(error)(as_flags(str(error))).line(), file=sys.stderr, flush=True)
     sys.exit(error.exit_code)
+
+
+def as_flags(message):
+    """`message` with the settings it names spelled as the flags that set them
+    (`batch_size=64` -> `--batch_size=64`): the library names a setting, and on the
+    command line each is the flag of the same name. A name with an underscore is a
+    setting wherever it stands; a plain word (`epochs`, `tpu`) only before `=` or as
+    the message's first word."""
+    names = sorted((name for name in app.FLAGS if len(name) > 1 and name.isidentifier()),
+                   key=len, reverse=True)
+
+    def flag(match):
+        name = match.group(1)
+        named = "_" in name or match.start() == 0 or message.startswith("=", match.end())
+        return f"--{name}" if named else name
+
+    return re.sub(rf"(?<![\w`'./:=-])({'|'.join(names)})\b", flag, message)

@@ -39,7 +39,7 @@ def latest_checkpoint(directory, repair=True):
     if numbered and not readable:
         raise RecipeError(
             f"{directory} holds checkpoints ({', '.join(p for _, p in numbered)}) but none can be "
-            "read; delete the directory to start over, or pass another --model_dir")
+            "read; delete the directory to start over, or pass another model_dir")
     if not readable:
         return None
     print(f"The checkpoint state file in {directory} is missing or names no checkpoint there; "
@@ -83,8 +83,8 @@ def restore(checkpoint, path, model_dir):
     except Exception as e:  # noqa: BLE001 - TF raises many types (shape, matching, IndexError on a truncated file).
         reason = first_line(e, 200)
         raise RecipeError(
-            f"--model_dir={model_dir} holds a checkpoint ({path}) that does not fit this "
-            f"model or cannot be read ({reason}); pass a new --model_dir, or delete "
+            f"model_dir={model_dir} holds a checkpoint ({path}) that does not fit this "
+            f"model or cannot be read ({reason}); pass a new model_dir, or delete "
             "that directory to start over") from None
 
 

@@ -11,10 +11,10 @@ import sys
 from absl import flags
 
 import strategies
-from strategies import model_parallel
 from recipes.core import config as config_lib
 from recipes.core import data as data_lib
 from recipes.core.errors import RecipeError
+from strategies import model_parallel
 
 DEFAULTS = {field.name: field.default for field in dataclasses.fields(config_lib.TrainConfig)
             if field.name not in ("model_dir", "recipe_settings")}
@@ -118,6 +118,13 @@ flags.DEFINE_float("decay_rate", DEFAULTS["decay_rate"],
                    "exponential/step: factor per decay_steps; linear: fraction lost per step.")
 flags.DEFINE_integer("warmup_steps", DEFAULTS["warmup_steps"],
                      "Linear warm-up from 0 over this many steps, before the schedule.")
+flags.DEFINE_float("min_learning_rate", DEFAULTS["min_learning_rate"],
+                   "--lr_schedule=cosine: the learning rate it ends at (nanoGPT decays to a tenth).")
+flags.DEFINE_float("beta_1", DEFAULTS["beta_1"], "Adam's and AdamW's first-moment decay.")
+flags.DEFINE_float("beta_2", DEFAULTS["beta_2"], "Adam's and AdamW's second-moment decay (nanoGPT: 0.99).")
+flags.DEFINE_float("weight_decay", DEFAULTS["weight_decay"],
+                   "Decoupled weight decay (AdamW's; it skips biases, LayerNorms and embeddings). "
+                   "Default: the optimizer's own (AdamW: 0.004, others: none).")
 flags.DEFINE_float("clipnorm", DEFAULTS["clipnorm"], "Clip each variable's gradient to this L2 norm.")
 flags.DEFINE_float("global_clipnorm", DEFAULTS["global_clipnorm"],
                    "Clip all gradients together to this global L2 norm.")
@@ -135,7 +142,7 @@ flags.DEFINE_integer(
     "into N), run GPipe-style; the stages balance --pipeline_balance.")
 flags.DEFINE_integer("num_microbatches", DEFAULTS["num_microbatches"],
                      "With --pipeline_stages: micro-batches per batch, so the stages work at once.")
-flags.DEFINE_enum("pipeline_balance", DEFAULTS["pipeline_balance"], config_lib.BALANCES,
+flags.DEFINE_enum("pipeline_balance", DEFAULTS["pipeline_balance"], model_parallel.BALANCES,
                   "What the pipeline stages balance: flops (time) or params (memory).")
 flags.DEFINE_integer(
     "tensor_parallel", DEFAULTS["tensor_parallel"],
@@ -153,6 +160,70 @@ flags.DEFINE_integer(
 
 FLAGS = flags.FLAGS
 
+# --help's topics: the first flag of each above, and the title its group takes.
+HELP_TOPICS = {"strategy": "Where to run", "model_dir": "Input and output", "epochs": "Training",
+               "optimizer": "Optimizer and learning rate", "pipeline_stages": "Model parallelism",
+               "l2": "Against overfitting"}
+
+# The model sizes of the transformer recipes: one set of flags that mean the same in
+# each (absl defines a flag once per process), with each recipe's own defaults.
+TRANSFORMER_DEFAULTS = {"bert": dict(num_layers=2, num_heads=4, hidden_size=128, max_length=64),
+                        "gpt": dict(num_layers=4, num_heads=4, hidden_size=128, max_length=64)}
+_TRANSFORMER_HELP = {"num_layers": "Transformer blocks.", "num_heads": "Attention heads per block.",
+                     "hidden_size": "Width of every token's representation.",
+                     "max_length": "Tokens per sequence: the context ([CLS] included for bert)."}
+
+
+def define_transformer_flags():
+    """--num_layers, --num_heads, --hidden_size and --max_length, once."""
+    for name, text in _TRANSFORMER_HELP.items():
+        if name not in FLAGS:
+            defaults = ", ".join(f"{recipe} {sizes[name]}" for recipe, sizes in TRANSFORMER_DEFAULTS.items())
+            flags.DEFINE_integer(name, None, f"{text} Default: the recipe's ({defaults}).")
+
+
+def transformer_sizes(recipe):
+    """The sizes the transformer flags give `recipe`: the flag where given, else its default."""
+    return {name: FLAGS[name].value if FLAGS[name].value is not None else default
+            for name, default in TRANSFORMER_DEFAULTS[recipe].items()}
+
+
+# --temperature means a softmax temperature to both commands that take it; one definition,
+# so that both can be imported into one process (the tests, a notebook).
+TEMPERATURE_DEFAULTS = {"distill": 3.0, "generate": 1.0}
+
+
+def define_temperature():
+    """--temperature, once: the distillation's softening, generation's sampling."""
+    if "temperature" not in FLAGS:
+        flags.DEFINE_float("temperature", None, "Softmax temperature: distill's softening of the teacher's "
+                           "term (> 0), generate's sampling (0: greedy, the most likely each time). "
+                           "Default: " + ", ".join(f"{name} {value:g}"
+                                                   for name, value in TEMPERATURE_DEFAULTS.items()) + ".")
+
+
+def temperature(command):
+    """--temperature where given, else `command`'s default."""
+    return TEMPERATURE_DEFAULTS[command] if FLAGS.temperature is None else FLAGS.temperature
+
+
+def help_groups(recipe_module):
+    """--help's groups, `[(title, [flag])]` in the order they are defined: the recipe's own
+    flags (those `recipe_module` defines, and those it asked of this module: the
+    transformer sizes, --temperature), titled `RECIPE's own flags`, then the shared ones
+    by topic. The first group may be empty; --data_source, kept only to say what
+    replaced it, is left out."""
+    asked = set(_TRANSFORMER_HELP) | {"temperature"}
+    here = [flag for flag in FLAGS.get_flags_for_module(__name__) if flag.name != "data_source"]
+    groups = [("RECIPE's own flags", FLAGS.get_flags_for_module(recipe_module)
+               + [flag for flag in here if flag.name in asked])]
+    for flag in here:
+        if flag.name in HELP_TOPICS:
+            groups.append((f"Shared flags: {HELP_TOPICS[flag.name].lower()}", []))
+        if flag.name not in asked:
+            groups[-1][1].append(flag)
+    return groups
+
 
 def strategy_from_flags():
     """The strategy the flags ask for, or a one-line `RecipeError`; says what
@@ -160,16 +231,11 @@ def strategy_from_flags():
     try:
         if max(FLAGS.pipeline_stages, FLAGS.tensor_parallel) > 1:
             return _model_parallel_strategy()
-        strategy = strategies.get_strategy(
+        return strategies.get_strategy(
             FLAGS.strategy, num_gpus=FLAGS.num_gpus, num_cpu_devices=FLAGS.num_cpu_devices,
             worker_hosts=FLAGS.worker_hosts, task_index=FLAGS.task_index, tpu=FLAGS.tpu,
-            all_reduce_alg=FLAGS.all_reduce_alg, cluster_timeout_seconds=FLAGS.cluster_timeout_seconds)
-        if FLAGS.strategy == "auto":
-            name = strategies.name_of(strategy)
-            why = ("a TPU is attached" if name == "tpu" else
-                   strategies.auto_choice(FLAGS.num_gpus, FLAGS.num_cpu_devices)[1])
-            print(f"--strategy=auto chose {name}: {why}.")
-        return strategy
+            all_reduce_alg=FLAGS.all_reduce_alg, cluster_timeout_seconds=FLAGS.cluster_timeout_seconds,
+            on_auto_choice=lambda name, why: print(f"--strategy=auto chose {name}: {why}."))
     except ValueError as e:
         raise RecipeError(e) from None
 
@@ -230,17 +296,20 @@ def no_data_flags(trains_on):
                                       "data_service", "data_source") if FLAGS[name].present]
     if given:
         raise RecipeError(f"{' and '.join(given)} do not apply here: this recipe trains on {trains_on}; "
-                          "the recipes that take your data are mnist, cnn, mlp, lstm and bigmodel")
+                          "the recipes that take your data are mnist, cnn, mlp, lstm, bigmodel, linreg "
+                          "and bert")
 
 
-def data_from_flags(samples=None):
+def data_from_flags(samples=None, **options):
     """The `data.Data` that --data, --test_data, --validation_data, --label_column and
     --data_dir name; `samples` ({name: loader}) are the recipe's bundled samples, the
-    first the default. A mistake is a one-line `RecipeError`."""
+    first the default; `options` go to `data.open_data` (targets=, text_window=). A
+    mistake is a one-line `RecipeError`."""
     _refuse_data_source()
     if FLAGS.data == "sample" and FLAGS.data_dir is not None:
         raise RecipeError(f"--data_dir={FLAGS.data_dir} is tensorflow-datasets' directory, and --data is "
                           "the bundled sample; pass --data=NAME (a tensorflow-datasets dataset) with it, "
                           f"or --data={FLAGS.data_dir} if that is your own data")
     return data_lib.open_data(FLAGS.data, test_data=FLAGS.test_data, validation_data=FLAGS.validation_data,
-                              label_column=FLAGS.label_column, data_dir=FLAGS.data_dir, samples=samples)
+                              label_column=FLAGS.label_column, data_dir=FLAGS.data_dir, samples=samples,
+                              **options)

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import time
 
 import keras
@@ -33,6 +34,13 @@ class Plan:
     total_steps: int
     checkpoint_steps: int
     steps_per_loop: int
+
+    def __post_init__(self):
+        for name in ("steps_per_epoch", "checkpoint_steps", "steps_per_loop"):
+            if getattr(self, name) < 1:  # 0 would loop forever, or divide by zero.
+                raise ValueError(f"{name} must be a positive int. Received: {getattr(self, name)!r}")
+        if self.total_steps < 0:
+            raise ValueError(f"total_steps must be an int >= 0. Received: {self.total_steps!r}")
 
     @property
     def epochs(self):
@@ -76,13 +84,14 @@ class Controller:
       iterator: the distributed training input, positioned at `start_step`.
       manager: the `tf.train.CheckpointManager`.
       start_step: the step the run resumes from.
-      writers: `{"train": writer, "validation": writer}` (TensorBoard).
+      writers: `{"train": writer, "validation": writer, "test": writer}` (TensorBoard);
+        the loop writes the first two, and the final evaluation after it the third.
       validation: `(dataset, steps)` from `data.eval_dataset`, or None.
       hooks: `Hook`s.
       model_dir: the run's directory (for messages).
     """
 
-    def __init__(self, trainer, plan, iterator, manager, start_step, writers, validation=None,
+    def __init__(self, trainer, plan, iterator, manager, start_step, writers, validation=None,  # noqa: PLR0913
                  hooks=(), model_dir=""):
         self.trainer, self.plan, self.iterator, self.manager = trainer, plan, iterator, manager
         self.start_step = self.step = start_step
@@ -110,7 +119,8 @@ class Controller:
                 self.maybe_end_epoch(results)
         except KeyboardInterrupt:  # A second Ctrl-C (see `InterruptHook`).
             raise _interrupted(self.step, self.manager.latest_checkpoint) from None
-        self.writers["train"].flush()
+        for writer in self.writers.values():
+            writer.flush()
         self._call_hooks("on_end")
 
     def train(self, num_steps):
@@ -157,7 +167,7 @@ class Controller:
         kept = self.manager.latest_checkpoint or "none was written"
         raise RecipeError(
             f"{problem} by step {self.step}; stopped without saving, the last good checkpoint "
-            f"is kept ({kept}); lower --learning_rate or check the input data")
+            f"is kept ({kept}); lower learning_rate or check the input data")
 
     def report(self, results, num_steps):
         """The progress bar, and the loop's scalars for TensorBoard."""
@@ -203,12 +213,41 @@ class Controller:
         print(f"Epoch {epoch + 1}/{self.plan.epochs}")
         epoch_steps = min(self.plan.steps_per_epoch,
                           self.plan.total_steps - epoch * self.plan.steps_per_epoch)
-        self._progbar = keras.utils.Progbar(epoch_steps)
+        self._progbar = progress_bar(epoch_steps)
         self._progbar.update(step_in_epoch)
 
     def _call_hooks(self, name, *args):
         for hook in self.hooks:
             getattr(hook, name)(self, *args)
+
+
+def progress_bar(target):
+    """Keras' `Progbar` on a terminal or in a notebook. Elsewhere (output redirected to a
+    file or a pipe) a `LineProgress`: Progbar takes every Linux process for a terminal,
+    so it would fill the file with its `\\r` redraws and colour codes."""
+    if (hasattr(sys.stdout, "isatty") and sys.stdout.isatty()) or "ipykernel" in sys.modules:
+        return keras.utils.Progbar(target)
+    return LineProgress(target)
+
+
+class LineProgress:
+    """An epoch's progress as plain lines, `step 70/140 - 12s - loss: 0.4121 - ...`: one
+    at most every `interval` seconds, and one at the epoch's end. Written by hand:
+    Keras' Progbar has no plain mode."""
+
+    def __init__(self, target, interval=10.0):
+        self.target, self.interval = target, interval
+        self._start = self._last = time.monotonic()
+
+    def update(self, current, values=None):
+        """`values`: (name, value) pairs, shown as they are (the loop's are the epoch's means)."""
+        now = time.monotonic()
+        if not values or (current < self.target and now - self._last < self.interval):
+            return
+        self._last = now
+        shown = " - ".join(f"{name}: {value:.4f}" if abs(value) >= 1e-3 or value == 0
+                           else f"{name}: {value:.4e}" for name, value in values)
+        print(f"step {current}/{self.target} - {now - self._start:.0f}s - {shown}", flush=True)
 
 
 class ProfileHook(Hook):

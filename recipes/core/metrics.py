@@ -4,11 +4,15 @@ precision, recall, F1 and AUC-ROC.
 Binary tasks (one sigmoid output, labels [B, 1]) use Keras' metrics as they
 are. Multi-class tasks (softmax outputs, integer labels [B]) report macro
 averages: each class scored one-vs-rest, then the classes averaged equally,
-as scikit-learn's `average="macro"` does.
+as scikit-learn's `average="macro"` does: precision, recall and F1 of the
+arg-max class (the first of tied scores, as `np.argmax`), over the classes that
+are a label or a prediction; the AUC over the classes that are a label of some
+examples and not of others (scikit-learn refuses the AUC of the others).
+`tests/test_metrics_reference.py` checks them against scikit-learn.
 """
 import keras
-from keras import ops
 import numpy as np
+from keras import ops
 
 # AUC thresholds spaced evenly in logit space, so that saturated sigmoid and
 # softmax outputs (0.999...) still fall between thresholds and the AUC is close
@@ -26,35 +30,43 @@ def _one_hot(y_true, y_pred):
                        dtype=y_pred.dtype)
 
 
-class _SparseLabels:
-    """Takes integer labels [B] and scores them as one-hot labels [B, C]."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_pred = ops.convert_to_tensor(y_pred)
-        return super().update_state(_one_hot(y_true, y_pred), y_pred, sample_weight)
-
-
-class MacroF1Score(_SparseLabels, keras.metrics.F1Score):
-    """Macro F1 of the arg-max class."""
+class MacroF1Score(keras.metrics.F1Score):
+    """Macro F1 of the arg-max class, from integer labels [B] and scores [B, C]."""
 
     def __init__(self, name="f1", **kwargs):
-        super().__init__(average="macro", name=name, **kwargs)
+        kwargs.pop("average", None)  # From `get_config`: the average is this class's own.
+        super().__init__(average=None, name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        # One-hot of the arg-max: Keras' F1Score(threshold=None) marks every class
+        # tied for the top score, so uniform scores would "predict" every class.
+        y_pred = ops.convert_to_tensor(y_pred)
+        predicted = ops.one_hot(ops.argmax(y_pred, axis=-1), y_pred.shape[-1], dtype=y_pred.dtype)
+        return super().update_state(_one_hot(y_true, y_pred), predicted, sample_weight)
+
+    def per_class(self):
+        return 2 * self.true_positives / (2 * self.true_positives + self.false_positives
+                                          + self.false_negatives + keras.backend.epsilon())
+
+    def result(self):
+        # The classes that are a label or a prediction (scikit-learn's labels by default).
+        seen = ops.cast(self.true_positives + self.false_positives + self.false_negatives > 0,
+                        self.true_positives.dtype)
+        return ops.sum(self.per_class() * seen) / ops.maximum(ops.sum(seen), 1.0)
 
 
 class MacroPrecision(MacroF1Score):
     """Macro precision of the arg-max class, from the same per-class counts as F1."""
 
-    def result(self):
-        return ops.mean(self.true_positives / (self.true_positives + self.false_positives
-                                               + keras.backend.epsilon()))
+    def per_class(self):
+        return self.true_positives / (self.true_positives + self.false_positives + keras.backend.epsilon())
 
 
 class MacroRecall(MacroF1Score):
     """Macro recall of the arg-max class, from the same per-class counts as F1."""
 
-    def result(self):
-        return ops.mean(self.true_positives / (self.true_positives + self.false_negatives
-                                               + keras.backend.epsilon()))
+    def per_class(self):
+        return self.true_positives / (self.true_positives + self.false_negatives + keras.backend.epsilon())
 
 
 class OneVsRestAUC(keras.metrics.Metric):
@@ -77,7 +89,12 @@ class OneVsRestAUC(keras.metrics.Metric):
             auc.update_state(y_true[:, i], y_pred[:, i], sample_weight)
 
     def result(self):
-        return ops.mean(ops.stack([auc.result() for auc in self.per_class]))
+        # A class with no positive or no negative example has no AUC: left out.
+        scored = [ops.cast((auc.true_positives[0] + auc.false_negatives[0] > 0)
+                           & (auc.false_positives[0] + auc.true_negatives[0] > 0), auc.dtype)
+                  for auc in self.per_class]
+        total = ops.sum(ops.stack([auc.result() * s for auc, s in zip(self.per_class, scored)]))
+        return total / ops.maximum(ops.sum(ops.stack(scored)), 1.0)
 
     def reset_state(self):
         for auc in self.per_class:

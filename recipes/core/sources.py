@@ -17,9 +17,7 @@ TFRecord reader (from a byte offset, so a block is one seek), `tf.io.decode_imag
 feature decoding. What is written by hand is the block index (record counts and
 offsets) that makes every block readable on its own; see `recipes/core/data.py`.
 """
-import csv
 import dataclasses
-import math
 import os
 
 import numpy as np
@@ -54,9 +52,17 @@ class Source:
       class_names: the classes' names in label order, or None (labels are ids).
       read: `(shard, start, count) -> tf.data.Dataset` of encoded records (tensors
         in, so that it runs inside tf.data).
-      decode_batch: a batch of records -> (x, y).
+      decode_batch: a batch of records -> (x, y); with `indexed`, (a batch of records,
+        their indices in the source) -> (x, y), for decoding seeded by the record.
       files: the files it reads, for messages.
       service: whether tf.data service workers can run the reading (no Python in it).
+      feature_names: the names of a table's feature columns, or None.
+      indexed: `decode_batch` takes the records' indices too.
+      per_epoch: `read` takes a fourth argument, the int64 pair (seed, epoch), and
+        may read each training epoch differently (text windows on a shifted grid);
+        evaluation reads epoch 0 of seed 0.
+      shuffle_records: examples shuffled together in training, where this source
+        reads cheaply enough to shuffle more than `pipeline.SHUFFLE_RECORDS`.
     """
 
     name: str
@@ -68,6 +74,10 @@ class Source:
     decode_batch: object
     files: tuple = ()
     service: bool = True
+    feature_names: tuple = None
+    indexed: bool = False
+    per_epoch: bool = False
+    shuffle_records: int = None
 
     @property
     def num_records(self):
@@ -120,8 +130,9 @@ def from_arrays(x, y, name, class_names=None):
                   decode_batch=decode_batch, service=False)
 
 
-def open_numpy(path):
-    """A directory of x.npy and y.npy (memory-mapped), or an .npz holding x and y."""
+def open_numpy(path, targets="classes"):
+    """A directory of x.npy and y.npy (memory-mapped), or an .npz holding x and y: y
+    integer class ids, or with `targets="values"` numbers to fit ([N] or [N, k])."""
     try:
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as archive:  # Compressed members cannot be mapped.
@@ -138,11 +149,16 @@ def open_numpy(path):
                     for name in ("x", "y"))
     except (ValueError, OSError, EOFError) as e:
         raise RecipeError(f"{path} cannot be read as NumPy arrays ({first_line(e, 100)})") from None
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise RecipeError(f"{path}: x must be numeric; it is {x.dtype}")
+    if targets == "values":
+        if y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.number):
+            raise RecipeError(f"{path}: y must hold the numbers to fit, one or a row per example; it is "
+                              f"{y.dtype} of shape {list(y.shape)}")
+        return from_arrays(x, y.astype(np.float32) if y.dtype != np.float32 else y, path)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise RecipeError(f"{path}: y must hold one integer class id per example; it is "
                           f"{y.dtype} of shape {list(y.shape)}")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-        raise RecipeError(f"{path}: x must be numeric; it is {x.dtype}")
     return from_arrays(x, y.astype(np.int32) if y.dtype != np.int32 else y, path)
 
 
@@ -262,113 +278,6 @@ def _squeezed(decode_batch, grey):
     return lambda records: (lambda x, y: (x[..., 0], y))(*decode_batch(records))
 
 
-# CSV files.
-
-def _scan_csv(path, label_column):
-    """One pass over a CSV file in Python, which checks every cell: (header, the label
-    column's index, each block's byte offset, the labels seen, rows, the end offset)."""
-    offsets, labels, count = [], set(), 0
-    try:
-        with open(path, "rb") as f:  # Binary: tell() is the byte offset the blocks are read at.
-            header = next(csv.reader([f.readline().decode("utf-8-sig")]), None)
-            if not header or label_column not in header:
-                raise RecipeError(f"{path} has no column {label_column!r} (its columns: "
-                                  f"{', '.join(header or [])}); pass --label_column= one of them")
-            label_index = header.index(label_column)
-            while True:
-                position = f.tell()
-                line = f.readline()
-                if not line:
-                    break
-                if not line.strip():
-                    continue
-                cells = next(csv.reader([line.decode("utf-8")]))
-                if len(cells) != len(header):
-                    raise RecipeError(f"{path}, line {count + 2}: {len(cells)} cells for {len(header)} "
-                                      "columns; fix the row")
-                for column, cell in enumerate(cells):
-                    if column == label_index:
-                        labels.add(cell.strip())
-                        continue
-                    try:
-                        if "_" in cell or not math.isfinite(float(cell)):  # What decode_csv refuses.
-                            raise ValueError(cell)
-                    except ValueError:
-                        raise RecipeError(
-                            f"{path}, line {count + 2}, column {header[column]!r}: {cell!r} is not a "
-                            "finite number; the features must be (encode, fill or drop that column)"
-                        ) from None
-                if count % BLOCK_SIZE == 0:
-                    offsets.append(position)
-                count += 1
-            end = f.tell()
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise RecipeError(f"{path} cannot be read as CSV text ({first_line(e, 80)})") from None
-    if count == 0:
-        raise RecipeError(f"{path} has a header and no rows")
-    return header, label_index, offsets, labels, count, end
-
-
-def open_csv(path, label_column, class_names=None):
-    """A CSV file with a header row: numeric feature columns and `label_column` (integer
-    class ids, or names). One pass in Python checks every cell, counts the rows and
-    notes where each block starts; blocks are then read by byte range."""
-    if not label_column:
-        raise RecipeError(f"{path} is a CSV file: pass --label_column=NAME, the column of class labels")
-    header, label_index, offsets, labels, count, end = _scan_csv(path, label_column)
-    if "" in labels:
-        raise RecipeError(f"{path}: a row has no label in column {label_column!r}; fill it in or drop "
-                          "the row")
-    # Integer labels are class ids, and any other labels class names; a test split
-    # follows the training data's choice.
-    ids_given = class_names is not None and tuple(class_names) == tuple(map(str, range(len(class_names))))
-    numeric = ids_given if class_names is not None else all(_is_int(label) for label in labels)
-    if numeric and not all(_is_int(label) for label in labels):
-        raise RecipeError(f"{path}: labels {sorted(l for l in labels if not _is_int(l))[:5]} in column "
-                          f"{label_column!r} are not class ids like the training data's")
-    if class_names is None:
-        class_names = (tuple(str(i) for i in range(max(int(float(v)) for v in labels) + 1)) if numeric
-                       else tuple(sorted(labels)))
-    ids = ({str(i): i for i in range(len(class_names))} if numeric
-           else {name: i for i, name in enumerate(class_names)})
-    unknown = sorted(label for label in labels if (str(int(float(label))) if numeric else label) not in ids)
-    if unknown:
-        raise RecipeError(f"{path}: labels {unknown[:5]} in column {label_column!r} are not among the "
-                          f"training data's classes {list(class_names)[:10]}")
-    num_features = len(header) - 1
-    ends = offsets[1:] + [end]
-    table = tf.constant(np.asarray([offsets, ends], np.int64).T)
-    lookup = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
-        tf.constant(list(ids)), tf.constant(list(ids.values()), tf.int32)), default_value=-1)
-
-    def read(shard, start, count):  # `start` is a block's first row: blocks are read whole.
-        del shard
-        begin, stop = table[start // BLOCK_SIZE][0], table[start // BLOCK_SIZE][1]
-        text = byte_range(tf.constant(path), begin, stop - begin)
-        return tf.data.Dataset.from_tensor_slices(_non_empty(tf.strings.split(text, "\n"))).take(count)
-
-    defaults = [[""] if column == label_index else [0.0] for column in range(len(header))]
-
-    def decode_batch(lines):
-        cells = tf.io.decode_csv(lines, defaults)
-        features = tf.stack([cells[c] for c in range(len(header)) if c != label_index], axis=1)
-        label = tf.strings.strip(cells[label_index])
-        if numeric:  # "2" and "2.0" are class 2.
-            label = tf.strings.as_string(tf.cast(tf.strings.to_number(label, tf.float64), tf.int64))
-        return tf.ensure_shape(features, [None, num_features]), lookup.lookup(label)
-
-    return Source(path, _blocks([count]), tf.TensorSpec([num_features], tf.float32),
-                  tf.TensorSpec([], tf.int32), tuple(class_names), read, decode_batch, files=(path,),
-                  service=False)
-
-
-def _is_int(text):
-    try:
-        return float(text) == int(float(text)) and int(float(text)) >= 0
-    except (ValueError, OverflowError):
-        return False
-
-
 def byte_range(path, begin, length):
     """Bytes [begin, begin + length) of the file `path` (tensors in), as a scalar string.
     Python reads them, with a seek: tf.data's text and CSV readers cannot start
@@ -379,12 +288,6 @@ def byte_range(path, begin, length):
             f.seek(int(start))
             return np.asarray(f.read(int(size)), dtype=object)
     return tf.reshape(tf.numpy_function(read, [path, begin, length], tf.string, stateful=False), [])
-
-
-def _non_empty(lines):
-    """The lines that hold anything, without their line ends (\r\n too)."""
-    lines = tf.strings.strip(lines)
-    return tf.boolean_mask(lines, tf.strings.length(lines) > 0)
 
 
 # What a --data value names.

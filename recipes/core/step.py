@@ -50,7 +50,7 @@ class Objective:
     def loss(self, model, x, y, training):
         """`(per-example loss [batch], predictions)` for a batch. The step averages
         it over the global batch; do not average it here."""
-        predictions = tf.cast(self.forward(model, x, training), tf.float32)
+        predictions = widened(self.forward(model, x, training))
         return self.loss_fn(y, predictions), predictions
 
     def after_update(self, model):
@@ -65,6 +65,22 @@ class Objective:
         """The objective's state that checkpoints must hold, as `{name: trackable}`,
         so that a resumed run continues it exactly."""
         return {}
+
+
+def widened(outputs):
+    """The outputs the loss sees: float16 and bfloat16 as float32 (a softmax's log in
+    half precision loses the small probabilities); float32 as they are; float64 as
+    they are, through one more op.
+
+    Keras' crossentropy takes the logits behind a `Softmax` op when it sees one
+    (keras/src/backend/tensorflow/nn.py, `_get_logits`), which a split model's
+    compiled stage or shard hides. In float64, the mode that proves a split or
+    distributed run equal to one device, the loss takes one form however the model
+    runs (1e-15 after 20 Adam steps, against 4e-7 when only the unsplit model's loss
+    took the logits); in float32 the unsplit model keeps Keras' logits."""
+    if outputs.dtype in (tf.float16, tf.bfloat16):
+        return tf.cast(outputs, tf.float32)
+    return tf.identity(outputs) if outputs.dtype == tf.float64 else outputs
 
 
 def sum_gradients_before_clipping(optimizer):
@@ -141,7 +157,7 @@ class Trainer:
         hook. Default: `Objective(loss_fn)`.
     """
 
-    def __init__(self, strategy, model, optimizer, loss_fn=None, metrics_fn=list,
+    def __init__(self, strategy, model, optimizer, loss_fn=None, metrics_fn=list,  # noqa: PLR0913
                  global_batch_size=None, jit_compile=True, accum_steps=1, train_metrics_fn=None,
                  objective=None):
         if objective is None and loss_fn is None:
@@ -205,10 +221,12 @@ class Trainer:
         k = self.accum_steps
         xs = tf.reshape(x, [k, -1] + x.shape[1:].as_list())
         ys = tf.reshape(y, [k, -1] + y.shape[1:].as_list())
-        gradients = [tf.zeros_like(v) for v in self.model.trainable_variables]
-        losses = tf.TensorArray(tf.float32, size=k)
-        outputs = tf.TensorArray(tf.float32, size=k)
-        for i in tf.range(k):
+        # The first micro-batch outside the loop: the arrays take its dtypes (float64 stays float64).
+        gradients, per_example_loss, predictions = self._micro_batch_gradients(xs[0], ys[0])
+        gradients = [tf.convert_to_tensor(g) for g in gradients]  # Dense: IndexedSlices do not add up.
+        losses = tf.TensorArray(per_example_loss.dtype, size=k).write(0, per_example_loss)
+        outputs = tf.TensorArray(predictions.dtype, size=k).write(0, predictions)
+        for i in tf.range(1, k):
             micro_gradients, per_example_loss, predictions = self._micro_batch_gradients(xs[i], ys[i])
             gradients = [g + m for g, m in zip(gradients, micro_gradients)]
             losses = losses.write(i, per_example_loss)
@@ -219,6 +237,11 @@ class Trainer:
 
     def _update_fn(self, x, y):
         gradients, per_example_loss, predictions = self._gradients(x, y)
+        # An embedding's gradient comes as IndexedSlices, a row per lookup, repeated rows
+        # not yet summed: their norm is not the gradient's, so global clipping would
+        # scale by the wrong factor (and differ with the replicas' split). Dense, it is
+        # the gradient itself.
+        gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in gradients]
         context = tf.distribute.get_replica_context()
         # Sum over the replicas (the optimizer's own all-reduce is off; see
         # sum_gradients_before_clipping).

@@ -15,9 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from recipes.core.errors import RecipeError, first_line
-from recipes.core.sources import (BLOCK_SIZE, LABEL_NAMES, SCHEMA, SCHEMA_FORMAT, SPLITS, Source,
-                                  _blocks)
-
+from recipes.core.sources import BLOCK_SIZE, LABEL_NAMES, SCHEMA, SCHEMA_FORMAT, SPLITS, Source, _blocks
 
 # TFRecord files of tf.train.Example.
 
@@ -119,7 +117,7 @@ def _check_schema(schema):
     tf.as_dtype(x.get("dtype", "float32"))
     if not isinstance(schema.get("class_names", []), list):
         raise TypeError("class_names is not a list")
-    for split, entry in dict(schema.get("splits", {})).items():
+    for entry in dict(schema.get("splits", {})).values():
         for file in entry["files"]:
             count, offsets = entry["index"][file][:2]
             if len(offsets) != -(-int(count) // BLOCK_SIZE):

@@ -7,6 +7,7 @@ artifacts. Every recipe trains through `train_model` (or `train_classifier`).
 """
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import tempfile
@@ -16,11 +17,20 @@ import keras
 import tensorflow as tf
 
 import strategies
-from strategies import model_parallel, tensor_parallel
-from recipes.core import artifacts, fault_tolerance, loop, metrics, optimization, run_dir, serving, step
+from recipes.core import (
+    artifacts,
+    fault_tolerance,
+    loop,
+    metrics,
+    optimization,
+    pipeline,
+    run_dir,
+    serving,
+    step,
+)
 from recipes.core import data as data_lib
-from recipes.core import pipeline
 from recipes.core.errors import RecipeError, first_line
+from strategies import model_parallel, tensor_parallel
 
 
 def set_up_run(config, strategy=None):
@@ -40,7 +50,7 @@ def precision_policy(mixed_precision, strategy=None):
     return strategies.fast_mixed_precision(strategy or tf.distribute.get_strategy()) or "float32"
 
 
-def train_model(config, strategy, dataset, build_model, *, metrics_fn, recipe, preprocess=None,
+def train_model(config, strategy, dataset, build_model, *, metrics_fn, recipe, preprocess=None,  # noqa: PLR0913
                 loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
                 signature=None, augment=None, set_up=True):
     """The recipe preamble and the run: seeds and precision (unless `set_up` is
@@ -90,11 +100,11 @@ def split(config, strategy, model, data, objective=None):
     flag, count = (("pipeline_stages", config.pipeline_stages) if config.pipeline_stages > 1
                    else ("tensor_parallel", config.tensor_parallel))
     if strategies.name_of(strategy) != "default":
-        raise RecipeError(f"--{flag} splits one model under the default strategy; "
-                          f"--strategy={strategies.name_of(strategy)} with it is not supported yet")
+        raise RecipeError(f"{flag}={count} splits one model under the default strategy; "
+                          f"strategy={strategies.name_of(strategy)} with it is not supported yet")
     if objective is not None:
-        raise RecipeError(f"--{flag} trains with the recipe's plain loss, and this run's step "
-                          f"({type(objective).__name__}) does not take it yet; leave --{flag} out")
+        raise RecipeError(f"{flag} trains with the recipe's plain loss, and this run's step "
+                          f"({type(objective).__name__}) does not take it yet; leave {flag} at 1")
     input_shape = None if isinstance(model, keras.Sequential) else tuple(data.x_spec.shape)
     try:
         devices = model_parallel.devices(count)
@@ -104,10 +114,11 @@ def split(config, strategy, model, data, objective=None):
             print(f"Pipeline: {count} stages balancing {config.pipeline_balance}, "
                   f"{config.num_microbatches} micro-batch(es) per batch; " + "; ".join(parallel.describe()))
         else:
-            parallel = tensor_parallel.TensorParallel(model, devices, input_shape, config.jit_compile)
+            parallel = tensor_parallel.TensorParallel(model, devices, input_shape, config.jit_compile,
+                                                      input_dtype=data.x_spec.dtype.name)
             print("Tensor parallel: " + "; ".join(parallel.describe()))
     except ValueError as e:
-        raise RecipeError(f"--{flag}={count}: {first_line(e)}") from None
+        raise RecipeError(f"{flag}={count}: {first_line(e)}") from None
     return parallel
 
 
@@ -140,7 +151,7 @@ def train_classifier(config, strategy, dataset, build_model, *, recipe, preproce
     return results
 
 
-def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
+def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,  # noqa: PLR0913
                        loss_fn=None, objective=None, train_metrics_fn=None, extra_metrics=None,
                        signature=None, augment=None, parallel=None):
     """Trains `model` on `data.train` (a `data.Data`), evaluates on `data.test`, writes the run.
@@ -176,7 +187,7 @@ def train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, 
                                    signature=signature, augment=augment, parallel=parallel)
 
 
-def _train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,
+def _train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn, preprocess, recipe,  # noqa: PLR0913
                         loss_fn, objective, train_metrics_fn, extra_metrics, signature, augment, parallel):
     """`train_and_evaluate` in a run directory already claimed, on a model already built."""
     start_time = time.time()
@@ -196,7 +207,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn,
                                           tidy=lambda: _tidy(write_dir)):
         _tidy(write_dir)
         if config.model_parallel > 1 and parallel is None:
-            raise RecipeError("--pipeline_stages and --tensor_parallel need the model split by "
+            raise RecipeError("pipeline_stages and tensor_parallel need the model split by "
                               "train.split (train_model does it)")
         if parallel is not None and parallel.forward is not None:
             objective = step.Objective(loss_fn, forward=parallel.forward)
@@ -213,7 +224,7 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn,
             raise RecipeError(
                 f"the test loss is {evaluation['test']['loss']}: the run diverged; nothing was "
                 f"written beyond the checkpoints (the last is {controller.manager.latest_checkpoint}); "
-                "lower --learning_rate and start over in a new --model_dir")
+                "lower learning_rate and start over in a new model_dir")
         signature = signature or serving.Signature.for_spec(data.x_spec, preprocess, "predictions")
         results = _results(config, strategy, data, recipe, controller, evaluation, preprocess, signature,
                            start_time=start_time, extra_metrics=extra_metrics or {})
@@ -221,10 +232,30 @@ def _train_and_evaluate(config, strategy, model, optimizer, data, *, metrics_fn,
                   if chief else None)
         artifacts.write(model if parallel is None else parallel.gather(), write_dir, results,
                         signature, curves)
-    print(f"Test: {artifacts.format_results(evaluation['test'])}; "
-          f"{results['examples_per_second'] or 0:,.0f} examples/s; "
+    print(f"Test: {artifacts.format_results(evaluation['test'])}; {_speed(results)}; "
           + (f"wrote {config.model_dir}" if chief else "the chief writes the outputs"))
     return results
+
+
+def _speed(results):
+    """The run's speed in words; a rerun of a finished run trained nothing, and says so."""
+    speed = results["examples_per_second"]
+    if results["steps_this_run"]:
+        return f"{speed:,.0f} examples/s" if speed else "too short to measure its speed"
+    trained = f"it trained at {speed:,.0f} examples/s" if speed else "its speed is not recorded"
+    return (f"nothing trained this time: the checkpoint is already at step {results['steps']}, the last "
+            f"asked for ({trained})")
+
+
+def _speed_when_trained(model_dir):
+    """The examples/s in `model_dir`'s metrics.json, measured by the run that trained
+    there: a rerun that trains nothing keeps it. None if there is none."""
+    try:
+        with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json")) as f:
+            speed = json.load(f).get("examples_per_second")
+    except (OSError, ValueError, AttributeError, tf.errors.OpError):
+        return None
+    return speed if isinstance(speed, (int, float)) and not isinstance(speed, bool) else None
 
 
 def _tidy(model_dir):
@@ -250,7 +281,7 @@ def _settings(config, strategy, data, recipe):
             **config.recipe_settings}
 
 
-def _controller(config, strategy, trainer, data, preparation, write_dir, chief, enter, signals,
+def _controller(config, strategy, trainer, data, preparation, write_dir, chief, enter, signals,  # noqa: PLR0913
                 settings):
     """Restores the last checkpoint (checking the run's settings against it), then
     sets up the input, the summaries and the hooks of the loop."""
@@ -273,7 +304,7 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
     start_record = input_state.start(start_step)
     if start_step:
         print(f"Resuming from step {start_step} (checkpoint in {manager.directory}); "
-              "delete the directory or pass another --model_dir to start over.")
+              "delete the directory or pass another model_dir to start over.")
     steps_per_epoch = data.train.num_examples // config.batch_size
     plan = loop.Plan(steps_per_epoch=steps_per_epoch,
                      total_steps=config.train_steps or config.epochs * steps_per_epoch,
@@ -281,9 +312,9 @@ def _controller(config, strategy, trainer, data, preparation, write_dir, chief, 
                      steps_per_loop=config.steps_per_loop)
     if plan.total_steps < start_step:
         raise RecipeError(
-            f"--model_dir={model_dir} holds a checkpoint at step {start_step}, past the "
-            f"{plan.total_steps} steps asked for; pass --train_steps (or --epochs) of at least "
-            f"that to go on from it, or a new --model_dir")
+            f"model_dir={model_dir} holds a checkpoint at step {start_step}, past the "
+            f"{plan.total_steps} steps asked for; pass train_steps of at least that (or more "
+            f"epochs) to go on from it, or a new model_dir")
     replicas = strategy.num_replicas_in_sync
     print(f"Data: {data.describe()}.")
     print(f"Strategy: {strategies.name_of(strategy)} with {replicas} replica(s); global batch "
@@ -331,7 +362,7 @@ def input_record(data, preprocess, outputs):
             "outputs": outputs}
 
 
-def _results(config, strategy, data, recipe, controller, evaluation, preprocess, signature, *, start_time,
+def _results(config, strategy, data, recipe, controller, evaluation, preprocess, signature, *, start_time,  # noqa: PLR0913
              extra_metrics):
     """What metrics.json holds."""
     stopping = {"stopped_early": False, "best_epoch": None}
@@ -346,7 +377,8 @@ def _results(config, strategy, data, recipe, controller, evaluation, preprocess,
         **stopping,
         "steps": controller.step,
         "steps_this_run": controller.step - controller.start_step,
-        "examples_per_second": controller.examples_per_second(),
+        "examples_per_second": (controller.examples_per_second() if controller.step > controller.start_step
+                                else _speed_when_trained(config.model_dir)),
         "global_batch_size": config.batch_size,
         "strategy": strategies.name_of(strategy),
         "num_replicas": strategy.num_replicas_in_sync,

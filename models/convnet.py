@@ -20,7 +20,8 @@ def cnn(input_shape=(28, 28, 1), num_classes=10, filters=(32, 64), dense_units=1
     """
     input_shape = tuple(input_shape)
     if len(input_shape) != 3:
-        raise ValueError(f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}")
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels). Received: input_shape={input_shape}")
     num_classes = _checks.count("num_classes", num_classes, minimum=2)
     dense_units = _checks.count("dense_units", dense_units)
     layers = [keras.Input(shape=input_shape)]

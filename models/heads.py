@@ -31,7 +31,10 @@ def output_head(model):
 def logits(model, inputs, training=False):
     """`model`'s logits for `inputs`: its head's kernel and bias applied to the head's
     input, which a subclassed model gives through `features(inputs, training)` and a
-    functional or sequential one through a view of its graph up to the head."""
+    functional or sequential one through a view of its graph up to the head. A model
+    that returns logits already (`returns_logits`, as `models.GPT`) is called."""
+    if getattr(model, "returns_logits", False):
+        return model(inputs, training=training)
     head = output_head(model)
     if hasattr(model, "features"):
         features = model.features(inputs, training=training)
