@@ -61,7 +61,7 @@ def open_text(max_length, vocabulary=None):
     characters with next-character targets, and its vocabulary (`vocabulary` when
     given: a pre-trained model's, which the text must keep to)."""
     opened = recipe_flags.data_from_flags(samples={SAMPLE_NAME: samples.BUNDLED_TEXT[SAMPLE_NAME]},
-                                          text_window=max_length)
+                                          text_window=max_length, text_stride=max(max_length // 2, 1))
     found = language.Vocabulary.of_files(sorted(set(opened.train.source.files + opened.test.source.files)))
     if vocabulary is not None:
         unknown = sorted(set(found.byte_values) - set(vocabulary.byte_values))

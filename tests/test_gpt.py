@@ -117,6 +117,28 @@ def test_the_ngram_baselines_are_cross_entropies_of_held_out_counts(tmp_path):
     assert baselines["bigram"] < 0.01  # b always follows a, and a b.
 
 
+def test_strided_held_out_windows_score_every_held_out_character_once_with_long_context(tmp_path):
+    from recipes.core import corpus, pipeline
+
+    text = bytes(np.random.default_rng(0).integers(32, 127, 5000, dtype=np.uint8))
+    (tmp_path / "t.txt").write_bytes(text)
+    window, stride = 16, 4
+    test = corpus.open_text([str(tmp_path / "t.txt")], window, stride=stride)["test"]
+    cut = int(len(text) * 0.9)
+    scored = []
+    records = pipeline.records(pipeline.Split(test), shuffle=False).batch(64).map(lambda _, example: example)
+    for x, y in records.as_numpy_iterator():
+        for k, (xs, ys) in enumerate(zip(x, y), start=len(scored) // stride):
+            first = cut - (window - stride) + k * stride  # Context from before the cut.
+            assert bytes(xs.astype(np.uint8)) == text[first:first + window]
+            assert (ys[:window - stride] == -1).all()  # Context only: never scored.
+            end = first + window + 1
+            assert bytes(ys[window - stride:].astype(np.uint8)) == text[end - stride:end]
+            scored += range(first + window - stride + 1, first + window + 1)
+    # Every held-out character after the first, once, each after 12 to 15 characters.
+    assert scored == list(range(cut + 1, cut + 1 + len(scored))) and len(text) - scored[-1] - 1 < stride
+
+
 # The recipe, end to end, small.
 
 SMALL = ["--num_layers=2", "--num_heads=2", "--hidden_size=32", "--max_length=32", "--train_steps=150",
@@ -139,7 +161,8 @@ def test_the_recipe_reports_per_character_losses_against_the_baselines(trained):
     text = open(samples.reference_text_file(), "rb").read()
     assert metrics["vocabulary"] == sorted(set(text))
     assert metrics["test_loss"] < metrics["unigram_test_loss"]  # Even 60 steps beat character counts.
-    assert metrics["num_test_examples"] == (len(text) - int(len(text) * 0.9) - 1) // 32
+    # Held-out windows of 32 start every 16 characters, the first 16 before the cut.
+    assert metrics["num_test_examples"] == (len(text) - int(len(text) * 0.9) + 16 - 33) // 16 + 1
     assert "nats/char" in stdout and "bits/char" in stdout and "training tokens/s" in stdout
 
 

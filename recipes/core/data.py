@@ -297,11 +297,12 @@ def as_data(value):
 
 
 def open_data(data, *, test_data=None, validation_data=None, label_column=None, data_dir=None,  # noqa: PLR0913
-              text_window=None, targets="classes", samples=None, spec=None):
+              text_window=None, text_stride=None, targets="classes", samples=None, spec=None):
     """The `Data` a `--data` value names (see recipes/core/sources.py for the forms);
     `samples` maps the names of the recipe's bundled samples (`sample` is the first)
     to their loaders; `text_window` is a language recipe's context, for text files
-    (recipes/core/corpus.py); `targets` is "classes" (labels are classes) or "values"
+    (recipes/core/corpus.py), and `text_stride` how far apart held-out windows start
+    (default: the window); `targets` is "classes" (labels are classes) or "values"
     (numbers to fit: a regression's CSV column or NumPy y). Anything that cannot be
     used is a one-line `RecipeError`."""
     samples = samples or {}
@@ -309,11 +310,12 @@ def open_data(data, *, test_data=None, validation_data=None, label_column=None, 
         raise ValueError(f"`targets` must be 'classes' or 'values'. Received: targets={targets!r}")
     spec = spec or {"data": data, "test_data": test_data, "validation_data": validation_data,
                     "label_column": label_column, "data_dir": data_dir, "text_window": text_window,
-                    "targets": targets}
+                    "text_stride": text_stride, "targets": targets}
     if data == "sample" or data.startswith("sample:"):
         name = data.partition(":")[2] or next(iter(samples), "mnist")
         if name in BUNDLED_TEXT and text_window is not None:  # Bundled text, read as files are.
-            opened = open_data(BUNDLED_TEXT[name](), text_window=text_window, spec={})
+            opened = open_data(BUNDLED_TEXT[name](), text_window=text_window, text_stride=text_stride,
+                               spec={})
             return dataclasses.replace(opened, name=f"{name} (bundled text)",
                                        spec={**spec, "data": f"sample:{name}"})
         loader = samples.get(name) or BUNDLED.get(name)
@@ -324,7 +326,8 @@ def open_data(data, *, test_data=None, validation_data=None, label_column=None, 
             raise RecipeError("--test_data and --validation_data go with your own --data; the bundled "
                               "sample has its own splits")
         return dataclasses.replace(from_array_data(loader()), spec={**spec, "data": f"sample:{name}"})
-    splits = forms.open_splits(data, label_column, data_dir, text_window=text_window, targets=targets)
+    splits = forms.open_splits(data, label_column, data_dir, text_window=(text_window, text_stride),
+                               targets=targets)
     class_names = splits["train"].class_names
     for part, value in (("test", test_data), ("validation", validation_data)):
         if value:

@@ -12,8 +12,9 @@ from recipes.core.errors import RecipeError
 from recipes.core.samples import network_available
 
 
-def open_splits(data, label_column, data_dir, class_names=None, text_window=None, targets="classes"):
-    """{split: Source} of one --data value (`data.open_data` has what the arguments mean)."""
+def open_splits(data, label_column, data_dir, class_names=None, text_window=(None, None), targets="classes"):
+    """{split: Source} of one --data value (`data.open_data` has what the arguments mean;
+    `text_window` is its (text_window, text_stride))."""
     if data.startswith("tfds:") or not (os.path.exists(data) or any(c in data for c in "*?[")
                                         or "://" in data or os.sep in data or file_kind(data)):
         return tfrecords.open_tfds(data.removeprefix("tfds:"), data_dir, network_available)
@@ -26,10 +27,10 @@ def open_splits(data, label_column, data_dir, class_names=None, text_window=None
                           f"pass files of one kind ({', '.join(_FILE_KINDS)}) or a folder")
     kind = kinds.pop()
     if kind == "text":
-        if text_window is None:
+        if text_window[0] is None:
             raise RecipeError(f"--data={data} is text, which the language recipes read; this recipe "
                               "takes images, tables, arrays or TFRecords (docs/data.md)")
-        return corpus.open_text(files, text_window)
+        return corpus.open_text(files, text_window[0], stride=text_window[1])
     if kind in ("csv", "npz") and len(files) > 1:
         raise RecipeError(f"--data={data} names {len(files)} {kind} files; pass one")
     if kind == "csv":

@@ -85,8 +85,8 @@ def in_vocabulary(opened, vocabulary):
         decode = source.decode_batch
 
         def decode_batch(records):
-            x, y = decode(records)
-            return tf.gather(table, x), tf.gather(table, y)
+            x, y = decode(records)  # Targets of -1 are not scored (corpus.py): they stay -1.
+            return tf.gather(table, x), tf.where(y < 0, -1, tf.gather(table, tf.maximum(y, 0)))
 
         return dataclasses.replace(split, source=dataclasses.replace(source, decode_batch=decode_batch))
 
@@ -95,11 +95,19 @@ def in_vocabulary(opened, vocabulary):
 
 
 def next_token_loss(labels, logits):
-    """Per-window mean cross-entropy of the next token, from logits: [B]."""
+    """Per-window mean cross-entropy of the next token, from logits: [B], over the
+    scored targets (those of -1 are context only: see recipes/core/corpus.py)."""
+    total, count = _scored_loss(labels, logits)
+    return total / count
+
+
+def _scored_loss(labels, logits):
+    """(sum of the scored targets' cross-entropy, how many were scored), per window."""
     import keras
 
-    per_token = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    return keras.ops.mean(per_token, axis=-1)
+    per_token = keras.losses.sparse_categorical_crossentropy(tf.maximum(labels, 0), logits, from_logits=True)
+    scored = tf.cast(labels >= 0, per_token.dtype)
+    return tf.reduce_sum(per_token * scored, axis=-1), tf.reduce_sum(scored, axis=-1)
 
 
 def ngram_baselines(data, vocabulary):
@@ -115,7 +123,8 @@ def ngram_baselines(data, vocabulary):
         pairs = np.zeros(size * size, np.int64)
         batches = pipeline.records(split, shuffle=False).batch(1024).map(lambda _, example: example)
         for x, y in batches.as_numpy_iterator():
-            pairs += np.bincount((x * size + y).ravel(), minlength=size * size)
+            scored = y >= 0
+            pairs += np.bincount((x * size + y)[scored], minlength=size * size)
         return pairs.reshape(size, size)
 
     train, test = counts(data.train), counts(data.test)
@@ -181,13 +190,17 @@ def quantized(model, mode="int8"):
 
 
 def held_out_loss(model, split, batch_size=256):
-    """The mean next-token loss (nats per token) of `model` over every window of
-    `split` (a `data.Split`), streamed."""
+    """The mean next-token loss (nats per token) of `model` over every scored target
+    of `split` (a `data.Split`), streamed."""
     from recipes.core import pipeline
 
-    step = tf.function(lambda x, y: tf.reduce_sum(next_token_loss(y, model(x, training=False))))
-    total, count = 0.0, 0
+    @tf.function
+    def step(x, y):
+        total, count = _scored_loss(y, model(x, training=False))
+        return tf.reduce_sum(total), tf.reduce_sum(count)
+
+    total, count = 0.0, 0.0
     for x, y in pipeline.records(split, shuffle=False).batch(batch_size).map(lambda _, example: example):
-        total += float(step(x, y))
-        count += int(tf.shape(x)[0])
+        batch_total, batch_count = step(x, y)
+        total, count = total + float(batch_total), count + float(batch_count)
     return total / count

@@ -56,13 +56,13 @@ class Run:
         original = dict(self.input.get("spec") or {})
         # What the recipe reads (its context, classes or values) is the run's, whatever the data.
         spec = original if data is None else {"data": data, **{k: original.get(k) for k in (
-            "text_window", "targets")}}
+            "text_window", "text_stride", "targets")}}
         spec.update({k: v for k, v in options.items() if v is not None})
         if not spec.get("data"):
             raise RecipeError(f"{self.model_dir} was trained on data passed in Python, which it cannot "
                               "open again; pass --data= the same data (any form docs/data.md lists)")
         dataset = data_lib.open_data(spec.pop("data"), **{k: spec.get(k) for k in (
-            "test_data", "validation_data", "label_column", "data_dir", "text_window")},
+            "test_data", "validation_data", "label_column", "data_dir", "text_window", "text_stride")},
             targets=spec.get("targets") or "classes")
         if "validation" in self.input.get("carved", ()):
             dataset = dataset.with_validation()
