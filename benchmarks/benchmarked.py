@@ -2,6 +2,7 @@
 builds, and their PyTorch twins for the `torch` rows), the recipe runs they start,
 and how they take arguments and write results. Imports no TensorFlow
 (keras_on_gpu.py runs without it)."""
+
 import argparse
 import json
 import os
@@ -35,6 +36,7 @@ def torch_twin(model_name):
 
 def positive(kind):
     """An argparse type: a `kind` (int or float) above zero, else argparse's one-line error."""
+
     def parse(text):
         try:
             value = kind(text)
@@ -43,18 +45,22 @@ def positive(kind):
         if value is None or value <= 0:
             raise argparse.ArgumentTypeError(f"must be a positive {kind.__name__}; received {text!r}")
         return value
+
     return parse
 
 
 def run_recipe(*flags, env=None):
     """`python -m recipes.mnist FLAGS` in a child process; if it fails, exits with
     the recipe's own last line (its one-line error), not a traceback of this script."""
-    done = subprocess.run([sys.executable, "-m", "recipes.mnist", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "recipes.mnist", *flags], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     if done.returncode:
         lines = done.stderr.strip().splitlines()
-        sys.exit(f"python -m recipes.mnist {' '.join(flags)} failed: "
-                 + (lines[-1] if lines else f"exit status {done.returncode}"))
+        sys.exit(
+            f"python -m recipes.mnist {' '.join(flags)} failed: "
+            + (lines[-1] if lines else f"exit status {done.returncode}")
+        )
 
 
 def write_json(path, data):

@@ -8,6 +8,7 @@ record, never for choosing.
 
 About 35 s per setting and seed on 2 cores (the student alone once per shift and seed).
 """
+
 import contextlib
 import io
 import os
@@ -21,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import strategies  # noqa: E402
 from recipes import distill  # noqa: E402
-from recipes.core import runs  # noqa: E402
-from recipes.core.config import TrainConfig  # noqa: E402
+from recipes.core.deploy import runs  # noqa: E402
+from recipes.core.training.config import TrainConfig  # noqa: E402
 
 TEACHER_DIR = os.environ.get("TEACHER_DIR", os.path.join("runs", "cnn"))
 OUT = os.environ.get("SWEEP_DIR", os.path.join("runs", "distill_sweep"))
@@ -42,19 +43,40 @@ def main(settings):
             shutil.rmtree(model_dir, ignore_errors=True)
             have_alone = os.path.exists(os.path.join(alone_dir, "metrics.json"))
             with contextlib.redirect_stdout(io.StringIO()):
-                distilled = distill.run(TrainConfig(model_dir=model_dir, epochs=20, batch_size=64, seed=seed),
-                                        strategy, teacher, dataset, temperature=temperature, alpha=alpha,
-                                        transfer_shift=int(shift), baseline=not have_alone)
+                distilled = distill.run(
+                    TrainConfig(model_dir=model_dir, epochs=20, batch_size=64, seed=seed),
+                    strategy,
+                    teacher,
+                    dataset,
+                    distill.Settings(
+                        temperature=temperature,
+                        alpha=alpha,
+                        transfer_shift=int(shift),
+                        baseline=not have_alone,
+                    ),
+                )
             if not have_alone:
                 shutil.copytree(os.path.join(model_dir, "baseline"), alone_dir)
             alone = runs.read(alone_dir).metrics
-            scores.append([distilled["validation_accuracy"], alone["validation_accuracy"],
-                           distilled["test_accuracy"], alone["test_accuracy"]])
-            print(f"T={temperature:g} alpha={alpha:g} shift={shift:g} seed={seed}: validation "
-                  f"{scores[-1][0]:.2%} distilled, {scores[-1][1]:.2%} alone", flush=True)
+            scores.append(
+                [
+                    distilled["validation_accuracy"],
+                    alone["validation_accuracy"],
+                    distilled["test_accuracy"],
+                    alone["test_accuracy"],
+                ]
+            )
+            print(
+                f"T={temperature:g} alpha={alpha:g} shift={shift:g} seed={seed}: validation "
+                f"{scores[-1][0]:.2%} distilled, {scores[-1][1]:.2%} alone",
+                flush=True,
+            )
         mean = np.mean(scores, axis=0)
-        print(f"MEAN T={temperature:g} alpha={alpha:g} shift={shift:g}: validation {mean[0]:.2%} distilled, "
-              f"{mean[1]:.2%} alone (test, not for choosing: {mean[2]:.2%}, {mean[3]:.2%})", flush=True)
+        print(
+            f"MEAN T={temperature:g} alpha={alpha:g} shift={shift:g}: validation {mean[0]:.2%} distilled, "
+            f"{mean[1]:.2%} alone (test, not for choosing: {mean[2]:.2%}, {mean[3]:.2%})",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

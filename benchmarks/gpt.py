@@ -23,6 +23,7 @@ the cache saves recomputing is long.
 
 It writes benchmarks/results/gpt.json.
 """
+
 import argparse
 import json
 import os
@@ -35,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("RECIPES_OFFLINE", "1")
 
-from recipes.core import entry  # noqa: E402
+from recipes.core.cli import entry  # noqa: E402
 
 entry.set_up_process()
 
@@ -45,9 +46,11 @@ import models  # noqa: E402
 import strategies  # noqa: E402
 from benchmarks.nanogpt import BATCH, CPU, timed  # noqa: E402 - no PyTorch at import.
 from recipes import gpt  # noqa: E402
-from recipes.core import config as config_lib  # noqa: E402
-from recipes.core import data, generation, language, optimization, samples  # noqa: E402
-from recipes.core.step import Trainer  # noqa: E402
+from recipes.core.input import data, samples
+from recipes.core.nlp import generation, language
+from recipes.core.training import config as config_lib  # noqa: E402
+from recipes.core.training import optimization  # noqa: E402
+from recipes.core.training.step import Objective, StepOptions, Trainer  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "gpt.json")
 GPU = dict(num_layers=6, num_heads=6, hidden_size=384, max_length=256)
@@ -66,12 +69,21 @@ def recipe_candidate(seconds):
     defaults = {k: v for k, v in gpt.RECIPE_DEFAULTS.items() if k not in ("train_steps",)}
     config = config_lib.TrainConfig(model_dir="unused", decay_steps=2000, **defaults)
     with strategy.scope():
-        model = models.GPT(vocabulary.size, CPU["max_length"], **{k: CPU[k] for k in (
-            "num_layers", "num_heads", "hidden_size")})
+        model = models.GPT(
+            vocabulary.size,
+            CPU["max_length"],
+            **{k: CPU[k] for k in ("num_layers", "num_heads", "hidden_size")},
+        )
         model.build((None, CPU["max_length"]))
         optimizer = optimization.make_optimizer(config)
-    trainer = Trainer(strategy, model, optimizer, language.next_token_loss, list, BATCH,
-                      jit_compile=config.jit_compile)
+    trainer = Trainer(
+        strategy,
+        model,
+        optimizer,
+        Objective(language.next_token_loss),
+        global_batch_size=BATCH,
+        options=StepOptions(jit_compile=config.jit_compile),
+    )
     iterator = iter(data.train_dataset(strategy, dataset.train, BATCH, preprocess=lambda ids: ids, seed=0))
 
     def run(steps):
@@ -86,17 +98,20 @@ def recipe_candidate(seconds):
 def generation_speed(sizes, new_tokens=256, repeats=3):
     """{"cache": tokens/s, "no_cache": tokens/s} of greedy generation at `sizes`."""
     vocabulary = language.Vocabulary(tuple(range(32, 127)))
-    model = models.GPT(vocabulary.size, sizes["max_length"], **{k: sizes[k] for k in (
-        "num_layers", "num_heads", "hidden_size")})
+    model = models.GPT(
+        vocabulary.size,
+        sizes["max_length"],
+        **{k: sizes[k] for k in ("num_layers", "num_heads", "hidden_size")},
+    )
     model.build((None, None))
     rates = {}
     for name, kv_cache in (("cache", True), ("no_cache", False)):
         generator = generation.Generator(model, vocabulary, kv_cache=kv_cache)
-        generator.generate("T", 8, temperature=0)  # Trace.
+        generator.generate("T", 8, generation.Sampling(temperature=0))  # Trace.
         times = []
         for _ in range(repeats):
             tick = time.perf_counter()
-            generator.generate("T", new_tokens, temperature=0)
+            generator.generate("T", new_tokens, generation.Sampling(temperature=0))
             times.append(time.perf_counter() - tick)
         rates[name] = new_tokens / statistics.median(times)
     return rates
@@ -105,8 +120,9 @@ def generation_speed(sizes, new_tokens=256, repeats=3):
 def _torch_version():
     """PyTorch's version, asked of a fresh process (importing it here would crash
     TensorFlow), or None."""
-    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    )
     return done.stdout.strip() or None
 
 
@@ -124,8 +140,9 @@ class Child:
 
     def __init__(self, command):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen([sys.executable, *command], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True, env=env)
+        self.process = subprocess.Popen(
+            [sys.executable, *command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
         self._read()  # "ready"
 
     def _read(self):
@@ -156,8 +173,14 @@ def main():
     torch_version = _torch_version()
     children = {"recipe": Child([os.path.abspath(__file__), "--serve", "--seconds", str(seconds)])}
     if torch_version:
-        children["nanogpt"] = Child([os.path.join(ROOT, "benchmarks", "nanogpt.py"),
-                                     samples.reference_text_file(), "--seconds", str(seconds)])
+        children["nanogpt"] = Child(
+            [
+                os.path.join(ROOT, "benchmarks", "nanogpt.py"),
+                samples.reference_text_file(),
+                "--seconds",
+                str(seconds),
+            ]
+        )
     rates = {name: [] for name in children}
     for _ in range(rounds):  # Interleaved, so drift in the machine hits both.
         for name, child in children.items():
@@ -165,22 +188,37 @@ def main():
     for child in children.values():
         child.close()
     training = {name: statistics.median(r) for name, r in rates.items()}
-    results = {"training_tokens_per_second": training,
-               "training_ratio_recipe_to_nanogpt": (training["recipe"] / training["nanogpt"]
-                                                    if "nanogpt" in training else None),
-               "generation_tokens_per_second": {"cpu_config": generation_speed(CPU),
-                                                "gpu_config": generation_speed(GPU)},
-               "torch": torch_version, "tensorflow": tf.__version__, "cpu_count": os.cpu_count(),
-               "rounds": rounds, "seconds_per_round": seconds}
+    results = {
+        "training_tokens_per_second": training,
+        "training_ratio_recipe_to_nanogpt": (
+            training["recipe"] / training["nanogpt"] if "nanogpt" in training else None
+        ),
+        "generation_tokens_per_second": {
+            "cpu_config": generation_speed(CPU),
+            "gpu_config": generation_speed(GPU),
+        },
+        "torch": torch_version,
+        "tensorflow": tf.__version__,
+        "cpu_count": os.cpu_count(),
+        "rounds": rounds,
+        "seconds_per_round": seconds,
+    }
     for rate in results["generation_tokens_per_second"].values():
         rate["speedup"] = rate["cache"] / rate["no_cache"]
-    print(f"Training tokens/s: recipe {training['recipe']:,.0f}" + (
-        f", nanoGPT (PyTorch {torch_version}) {training['nanogpt']:,.0f}: "
-        f"{results['training_ratio_recipe_to_nanogpt']:.2f}x" if torch_version else
-        " (PyTorch not installed: no nanoGPT row)"))
+    print(
+        f"Training tokens/s: recipe {training['recipe']:,.0f}"
+        + (
+            f", nanoGPT (PyTorch {torch_version}) {training['nanogpt']:,.0f}: "
+            f"{results['training_ratio_recipe_to_nanogpt']:.2f}x"
+            if torch_version
+            else " (PyTorch not installed: no nanoGPT row)"
+        )
+    )
     for config_name, rate in results["generation_tokens_per_second"].items():
-        print(f"Generation, {config_name}: {rate['cache']:,.0f} tokens/s with the cache, "
-              f"{rate['no_cache']:,.0f} without: {rate['speedup']:.1f}x")
+        print(
+            f"Generation, {config_name}: {rate['cache']:,.0f} tokens/s with the cache, "
+            f"{rate['no_cache']:,.0f} without: {rate['speedup']:.1f}x"
+        )
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
         json.dump(results, f, indent=2)

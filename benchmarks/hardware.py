@@ -15,6 +15,7 @@ assume; on a GPU, from a table of datasheet figures. A peak worked out below the
 measured limit is wrong (a VM's nominal clock, say, or vCPUs that are not what they
 seem): it is then reported as unknown, and MFU is taken against the measured limit.
 """
+
 import glob
 import json
 import os
@@ -27,8 +28,15 @@ import numpy as np
 SIZES = (1024, 2048, 4096)
 # Dense (not sparse) tensor-core peaks from NVIDIA's datasheets, in TFLOP/s:
 # (float32 without TF32, bfloat16 or float16).
-GPU_PEAKS = {"H100": (67, 989), "H200": (67, 989), "A100": (19.5, 312), "L4": (30, 121),
-             "A10": (31, 125), "V100": (15.7, 125), "T4": (8.1, 65)}
+GPU_PEAKS = {
+    "H100": (67, 989),
+    "H200": (67, 989),
+    "A100": (19.5, 312),
+    "L4": (30, 121),
+    "A10": (31, 125),
+    "V100": (15.7, 125),
+    "T4": (8.1, 65),
+}
 
 
 def _best_rate(call, flops, seconds):
@@ -59,7 +67,7 @@ def _kernels(dtype):
     tf_dtype = tf.as_dtype(dtype)
 
     def tf_operands(size):
-        a = tf.cast(tf.random.normal((size, size)) / size ** 0.5, tf_dtype)
+        a = tf.cast(tf.random.normal((size, size)) / size**0.5, tf_dtype)
         return a, tf.cast(tf.random.normal((size, size)), tf_dtype)
 
     def xla(size):
@@ -73,17 +81,21 @@ def _kernels(dtype):
 
     kernels = {"xla": xla, "tensorflow": tensorflow}
     if dtype == "float32" and not tf.config.list_physical_devices("GPU"):
+
         def numpy(size):
             a, b = (np.random.default_rng(0).standard_normal((size, size), np.float32) for _ in "ab")
             return lambda: a @ b
+
         kernels["numpy"] = numpy
     torch = _torch()
     if torch is not None:
+
         def pytorch(size):
             device = "cuda" if torch.cuda.is_available() else "cpu"
             a, b = (torch.randn(size, size, device=device, dtype=getattr(torch, dtype)) for _ in "ab")
             sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
             return lambda: (a @ b, sync())
+
         kernels["torch"] = pytorch
     return kernels
 
@@ -102,7 +114,7 @@ def matmul_limit(dtype="float32", sizes=SIZES, seconds=1.0):
     kernel's best at every size: `(best, {kernel: {size: GFLOP/s}})`."""
     rates = {}
     for name, make in _kernels(dtype).items():
-        rates[name] = {size: _rounded(_best_rate(make(size), 2 * size ** 3, seconds)) for size in sizes}
+        rates[name] = {size: _rounded(_best_rate(make(size), 2 * size**3, seconds)) for size in sizes}
     best = max(rate for by_size in rates.values() for rate in by_size.values())
     return best, rates
 
@@ -114,8 +126,10 @@ def _cpuinfo():
     except OSError:
         return {}
     first = text.split("\n\n")[0]  # The first core's block.
-    info = {key.strip(): value.strip() for key, value in
-            (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+    info = {
+        key.strip(): value.strip()
+        for key, value in (line.split(":", 1) for line in first.splitlines() if ":" in line)
+    }
     clocks = [float(mhz) for mhz in re.findall(r"^cpu MHz\s*:\s*([\d.]+)", text, re.MULTILINE)]
     if clocks:  # The highest of any core's.
         info["cpu MHz"] = str(max(clocks))
@@ -139,9 +153,11 @@ def _clock(info):
     """The highest clock the CPU reports, in GHz, and where it was read: cpufreq's
     maximum, the highest current clock of any core (cpu MHz), or the model name's."""
     ghz = re.search(r"@\s*([\d.]+)\s*GHz", info.get("model name", ""))
-    clocks = {"the maximum clock cpufreq reports (cpuinfo_max_freq)": _cpufreq_max_ghz(),
-              "the highest current clock of any core (cpu MHz)": float(info.get("cpu MHz", 0)) / 1000 or None,
-              "the clock in the model name": float(ghz.group(1)) if ghz else None}
+    clocks = {
+        "the maximum clock cpufreq reports (cpuinfo_max_freq)": _cpufreq_max_ghz(),
+        "the highest current clock of any core (cpu MHz)": float(info.get("cpu MHz", 0)) / 1000 or None,
+        "the clock in the model name": float(ghz.group(1)) if ghz else None,
+    }
     source = max((name for name, clock in clocks.items() if clock), key=clocks.get, default=None)
     return (clocks[source], source) if source else (0.0, "no clock reported")
 
@@ -167,12 +183,17 @@ def cpu_peak():
     # AVX512_BF16's dot product does two bfloat16 multiply-adds per float32 lane;
     # without it bfloat16 is converted to float32 and runs at float32's rate.
     bfloat16 = float32 * (2 if "avx512_bf16" in flags else 1)
-    explanation = (f"{cores} cores x {clock:.2f} GHz x {lanes} float32 lanes ({isa}) x "
-                   f"{fma_units} FMA units x {per_fma} FLOPs per FMA; assumed: {fma_units} FMA "
-                   f"units per core and {clock_source}"
-                   + ("" if "cpufreq" in clock_source else ", turbo unknown")
-                   + ("; bfloat16 x2 (AVX512_BF16)" if "avx512_bf16" in flags else
-                      "; bfloat16 at float32's rate (no AVX512_BF16)"))
+    explanation = (
+        f"{cores} cores x {clock:.2f} GHz x {lanes} float32 lanes ({isa}) x "
+        f"{fma_units} FMA units x {per_fma} FLOPs per FMA; assumed: {fma_units} FMA "
+        f"units per core and {clock_source}"
+        + ("" if "cpufreq" in clock_source else ", turbo unknown")
+        + (
+            "; bfloat16 x2 (AVX512_BF16)"
+            if "avx512_bf16" in flags
+            else "; bfloat16 at float32's rate (no AVX512_BF16)"
+        )
+    )
     if "amx_bf16" in flags:
         explanation += "; AMX tiles not counted"
     return round(float32, 1), round(bfloat16, 1), explanation
@@ -186,9 +207,15 @@ def peak_and_bound(limit, peak):
         return peak, peak, ""
     if not peak:
         return None, limit, "unknown; MFU is taken against the measured limit"
-    return None, limit, (f"unknown: the one worked out ({peak:.0f} GFLOP/s) is below the measured limit, "
-                         "so the clock or the cores this machine reports understate it (a VM's nominal "
-                         "clock, say); MFU is taken against the measured limit")
+    return (
+        None,
+        limit,
+        (
+            f"unknown: the one worked out ({peak:.0f} GFLOP/s) is below the measured limit, "
+            "so the clock or the cores this machine reports understate it (a VM's nominal "
+            "clock, say); MFU is taken against the measured limit"
+        ),
+    )
 
 
 def gpu_peak(name):
@@ -226,15 +253,22 @@ def describe(seconds=1.0):
 
     name = device_name()
     float32_peak, bfloat16_peak, how = (
-        gpu_peak(name) if tf.config.list_physical_devices("GPU") else cpu_peak())
+        gpu_peak(name) if tf.config.list_physical_devices("GPU") else cpu_peak()
+    )
     limit, rates, peak, bound, notes = {}, {}, {}, {}, {}
     for dtype, worked_out in (("float32", float32_peak), ("bfloat16", bfloat16_peak)):
         limit[dtype], rates[dtype] = matmul_limit(dtype, seconds=seconds)
         peak[dtype], bound[dtype], notes[dtype] = peak_and_bound(limit[dtype], worked_out)
-    return {"device": name, "matmul_limit_gflops": limit, "matmul_gflops": rates,
-            "theoretical_peak_gflops": peak, "mfu_bound_gflops": bound, "peak_notes": notes,
-            "worked_out_peak_gflops": {"float32": float32_peak, "bfloat16": bfloat16_peak},
-            "theoretical_peak_how": how}
+    return {
+        "device": name,
+        "matmul_limit_gflops": limit,
+        "matmul_gflops": rates,
+        "theoretical_peak_gflops": peak,
+        "mfu_bound_gflops": bound,
+        "peak_notes": notes,
+        "worked_out_peak_gflops": {"float32": float32_peak, "bfloat16": bfloat16_peak},
+        "theoretical_peak_how": how,
+    }
 
 
 def best_of(first, second):
@@ -245,8 +279,9 @@ def best_of(first, second):
         better = second if second["matmul_limit_gflops"][dtype] > limit else first
         merged["matmul_limit_gflops"][dtype] = better["matmul_limit_gflops"][dtype]
         merged["matmul_gflops"][dtype] = better["matmul_gflops"][dtype]
-        peak, bound, note = peak_and_bound(better["matmul_limit_gflops"][dtype],
-                                           first["worked_out_peak_gflops"][dtype])
+        peak, bound, note = peak_and_bound(
+            better["matmul_limit_gflops"][dtype], first["worked_out_peak_gflops"][dtype]
+        )
         merged["theoretical_peak_gflops"][dtype], merged["mfu_bound_gflops"][dtype] = peak, bound
         merged["peak_notes"][dtype] = note
     return merged
@@ -256,13 +291,17 @@ def report(hardware):
     """Lines that print the limit beside the theoretical peak."""
     lines = []
     for dtype, limit in hardware["matmul_limit_gflops"].items():
-        by = ", ".join(f"{kernel} " + "/".join(f"{rate:.0f}" for rate in by_size.values())
-                       for kernel, by_size in hardware["matmul_gflops"][dtype].items())
+        by = ", ".join(
+            f"{kernel} " + "/".join(f"{rate:.0f}" for rate in by_size.values())
+            for kernel, by_size in hardware["matmul_gflops"][dtype].items()
+        )
         peak = hardware["theoretical_peak_gflops"][dtype]
         note = hardware.get("peak_notes", {}).get(dtype) or "unknown"
-        lines.append(f"{dtype} matmul limit {limit:.0f} GFLOP/s (best of {by} at sizes "
-                     f"{'/'.join(map(str, SIZES))}); theoretical peak "
-                     + (f"{peak:.0f} GFLOP/s ({limit / peak:.0%} of it measured)" if peak else note))
+        lines.append(
+            f"{dtype} matmul limit {limit:.0f} GFLOP/s (best of {by} at sizes "
+            f"{'/'.join(map(str, SIZES))}); theoretical peak "
+            + (f"{peak:.0f} GFLOP/s ({limit / peak:.0%} of it measured)" if peak else note)
+        )
     lines.append(f"theoretical peak worked out as: {hardware['theoretical_peak_how']}")
     return lines
 

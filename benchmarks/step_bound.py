@@ -13,6 +13,7 @@ The sum of each operation's best kernel is a floor for the step that no single
 library reaches: a step that picked the best kernel for every operation, with
 nothing else in it.
 """
+
 import argparse
 import os
 import statistics
@@ -21,7 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from recipes.core import entry  # noqa: E402
+from recipes.core.cli import entry  # noqa: E402
 
 if __name__ == "__main__":  # A recipe's process set-up, before TensorFlow starts; not when a test imports it.
     entry.set_up_process()
@@ -35,11 +36,13 @@ from benchmarks import benchmarked, hardware  # noqa: E402
 
 def dots(batch):
     """{name: (a's shape, b's shape, transpose_a, transpose_b)} of the step's large matmuls."""
-    return {"forward 784x1024": ((batch, 784), (784, 1024), False, False),
-            "forward 1024x1024": ((batch, 1024), (1024, 1024), False, False),
-            "weight grad 1024x1024": ((batch, 1024), (batch, 1024), True, False),
-            "input grad 1024x1024": ((batch, 1024), (1024, 1024), False, True),
-            "weight grad 784x1024": ((batch, 784), (batch, 1024), True, False)}
+    return {
+        "forward 784x1024": ((batch, 784), (784, 1024), False, False),
+        "forward 1024x1024": ((batch, 1024), (1024, 1024), False, False),
+        "weight grad 1024x1024": ((batch, 1024), (batch, 1024), True, False),
+        "input grad 1024x1024": ((batch, 1024), (1024, 1024), False, True),
+        "weight grad 784x1024": ((batch, 784), (batch, 1024), True, False),
+    }
 
 
 def dot_flops(shape_a, shape_b, transpose_b):
@@ -48,12 +51,14 @@ def dot_flops(shape_a, shape_b, transpose_b):
 
 def _repeated(op, jit_compile=False):
     """`run(n)`: `op()` n times in one compiled loop, each depending on the last."""
+
     @tf.function(jit_compile=jit_compile)
     def run(n):
         total = tf.zeros(())
         for _ in tf.range(n):
             total += op(total * 0.0)
         return total
+
     return lambda n: run(tf.constant(n)).numpy()
 
 
@@ -65,8 +70,11 @@ def matmul_kernels(a, b, transpose_a, transpose_b):
         return tf.matmul(ta + zero, tb, transpose_a=transpose_a, transpose_b=transpose_b)[0, 0]
 
     a, b = (a.T if transpose_a else a), (b.T if transpose_b else b)
-    kernels = {"xla": _repeated(op, jit_compile=True), "tensorflow": _repeated(op),
-               "numpy": lambda n: [a @ b for _ in range(n)]}
+    kernels = {
+        "xla": _repeated(op, jit_compile=True),
+        "tensorflow": _repeated(op),
+        "numpy": lambda n: [a @ b for _ in range(n)],
+    }
     torch = hardware._torch()
     if torch is not None:
         pa, pb = torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(np.ascontiguousarray(b))
@@ -90,9 +98,18 @@ def adam_kernels():
 
     def fused(zero):
         for p, m, v, g in zip(params, optimizer._momentums, optimizer._velocities, gradients):
-            tf.raw_ops.ResourceApplyAdam(var=p.value.handle, m=m.value.handle, v=v.value.handle,
-                                         beta1_power=beta_1, beta2_power=beta_2, lr=lr, beta1=beta_1,
-                                         beta2=beta_2, epsilon=epsilon, grad=g)
+            tf.raw_ops.ResourceApplyAdam(
+                var=p.value.handle,
+                m=m.value.handle,
+                v=v.value.handle,
+                beta1_power=beta_1,
+                beta2_power=beta_2,
+                lr=lr,
+                beta1=beta_1,
+                beta2=beta_2,
+                epsilon=epsilon,
+                grad=g,
+            )
         return zero
 
     return {"xla": _repeated(tf.function(xla, jit_compile=True)), "tensorflow": _repeated(fused)}

@@ -18,6 +18,7 @@ Thread times add the cores' time together, so on 2 cores they can reach twice th
 wall time. A step's wall time not covered by the XLA program is what runs
 between programs.
 """
+
 import argparse
 import collections
 import glob
@@ -39,10 +40,20 @@ CONTAINERS = ("ThunkExecutor::Execute", "SlinkyThreadPool::Await", "ThreadpoolLi
 
 def profile_run(model_dir, batch_size, train_steps):
     """Runs the recipe with `--profile` and XLA's per-operation trace; returns the log dir."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", RECIPES_OFFLINE="1",
-               XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip())
-    benchmarked.run_recipe("--profile", f"--batch_size={batch_size}", f"--train_steps={train_steps}",
-                           "--steps_per_loop=100", f"--model_dir={model_dir}", env=env)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        RECIPES_OFFLINE="1",
+        XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true").strip(),
+    )
+    benchmarked.run_recipe(
+        "--profile",
+        f"--batch_size={batch_size}",
+        f"--train_steps={train_steps}",
+        "--steps_per_loop=100",
+        f"--model_dir={model_dir}",
+        env=env,
+    )
     return os.path.join(model_dir, "logs")
 
 
@@ -60,8 +71,12 @@ def _events(logs):
     host = next(plane for plane in space.planes if plane.name == "/host:CPU")
     for line in host.lines:
         for event in line.events:
-            yield (line.name, host.event_metadata[event.metadata_id].name,
-                   line.timestamp_ns / 1e6 + event.offset_ps / 1e9, event.duration_ps / 1e9)
+            yield (
+                line.name,
+                host.event_metadata[event.metadata_id].name,
+                line.timestamp_ns / 1e6 + event.offset_ps / 1e9,
+                event.duration_ps / 1e9,
+            )
 
 
 def breakdown(logs):
@@ -78,8 +93,13 @@ def breakdown(logs):
         elif re.fullmatch(r"[\w/.-]+:\w+", name):  # A TensorFlow op, "name:Type".
             totals[OUTSIDE] += ms
         elif "Eigen" in thread or thread.startswith("tf_Compute"):  # The program's operations.
-            kind = ("matmuls" if "MatMul" in name or name.startswith("dot") else
-                    "element-wise fusions" if "fusion" in name else "other operations")
+            kind = (
+                "matmuls"
+                if "MatMul" in name or name.startswith("dot")
+                else "element-wise fusions"
+                if "fusion" in name
+                else "other operations"
+            )
             totals[f"XLA {kind} (thread time)"] += ms
     if not steps:
         sys.exit(f"the trace under {logs} holds no XLA program; profile a run with --jit_compile")
@@ -90,8 +110,9 @@ def breakdown(logs):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_size", type=benchmarked.positive(int), default=32)
-    parser.add_argument("--train_steps", type=benchmarked.positive(int), default=300,
-                        help="the second 100 are traced")
+    parser.add_argument(
+        "--train_steps", type=benchmarked.positive(int), default=300, help="the second 100 are traced"
+    )
     parser.add_argument("--logs", default=None, help="read this trace instead of running a recipe")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -99,8 +120,14 @@ def main():
         per_step, steps = breakdown(logs)
     print(f"{steps} steps traced ({logs if args.logs else f'MNIST net, batch {args.batch_size}'})")
     print(f"| {'where':<56} | ms per step |\n|{'-' * 58}|-------------|")
-    order = [STEP, "XLA program (wall)", "XLA matmuls (thread time)",
-             "XLA element-wise fusions (thread time)", "XLA other operations (thread time)", OUTSIDE]
+    order = [
+        STEP,
+        "XLA program (wall)",
+        "XLA matmuls (thread time)",
+        "XLA element-wise fusions (thread time)",
+        "XLA other operations (thread time)",
+        OUTSIDE,
+    ]
     for name in order:
         print(f"| {name:<56} | {per_step.get(name, 0.0):11.2f} |")
 

@@ -6,7 +6,7 @@ against what the hardware can do.
 
 Each configuration runs in a fresh process, where its candidates are timed in
 interleaved rounds (median of the rounds; warm-up and compilation left out):
-  * loop       the package's Trainer (recipes/core/step.py), as the recipes run it;
+  * loop       the package's Trainer (recipes/core/training/step.py), as the recipes run it;
   * fit        the articles' `model.fit`: `compile()` at Keras' defaults;
   * fit_tuned  Keras' `fit` tuned: `jit_compile=True, steps_per_execution=100`;
   * torch      a hand-written PyTorch eager loop, when PyTorch is installed.
@@ -28,6 +28,7 @@ in float32 and in mixed_float16 and compares their test accuracy.
 
 It writes benchmarks/results/<device>.json and, with matplotlib, a PNG plot.
 """
+
 import argparse
 import json
 import os
@@ -42,7 +43,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("RECIPES_OFFLINE", "1")
 
 import strategies  # noqa: E402
-from recipes.core import entry  # noqa: E402
+from recipes.core.cli import entry  # noqa: E402
 
 # A recipe's process set-up (the BFC CPU allocator, quiet logs), before TensorFlow
 # starts. A configuration's child process splits the CPU for `mirrored` only.
@@ -53,8 +54,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks import benchmarked, hardware  # noqa: E402
-from recipes.core import data, optimization, train  # noqa: E402
-from recipes.core.step import Trainer  # noqa: E402
+from recipes.core.input import data
+from recipes.core.training import optimization, train  # noqa: E402
+from recipes.core.training.step import Objective, Trainer  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -89,11 +91,19 @@ def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", s
         model = benchmarked.build(model_name)
         optimizer = optimization.with_loss_scaling(keras.optimizers.Adam())
     trainer = Trainer(
-        strategy, model, optimizer, keras.losses.sparse_categorical_crossentropy,
-        lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")], batch_size)
+        strategy,
+        model,
+        optimizer,
+        Objective(keras.losses.sparse_categorical_crossentropy),
+        global_batch_size=batch_size,
+        metrics_fn=lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")],
+    )
     keras.mixed_precision.set_global_policy("float32")
-    iterator = iter(data.train_dataset(strategy, data.from_arrays(x, y).train, batch_size,
-                                       preprocess=data.scale_pixels, seed=0))
+    iterator = iter(
+        data.train_dataset(
+            strategy, data.from_arrays(x, y).train, batch_size, preprocess=data.scale_pixels, seed=0
+        )
+    )
 
     def run(steps):
         for start in range(0, steps, 100):
@@ -107,16 +117,20 @@ def loop_candidate(model_name, x, y, batch_size, seconds, precision="float32", s
 def fit_candidate(model_name, x, y, batch_size, seconds, tuned=False):
     model = benchmarked.build(model_name)
     options = dict(jit_compile=True, steps_per_execution=100) if tuned else {}
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  **options)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"], **options)
     x = x.astype(np.float32) / 255.0
     model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)  # Trace and compile.
     steps_per_epoch = len(x) // batch_size
 
     def run(steps):
         epochs = max(1, round(steps / steps_per_epoch))
-        model.fit(x[:steps_per_epoch * batch_size], y[:steps_per_epoch * batch_size],
-                  batch_size=batch_size, epochs=epochs, verbose=0)
+        model.fit(
+            x[: steps_per_epoch * batch_size],
+            y[: steps_per_epoch * batch_size],
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=0,
+        )
         return epochs * steps_per_epoch
 
     def measure():  # fit runs whole epochs, so it times itself.
@@ -140,7 +154,7 @@ def torch_candidate(model_name, x, y, batch_size, seconds):
     def run(steps):
         for step in range(steps):
             i = step % n
-            xb, yb = xs[i * batch_size:(i + 1) * batch_size], ys[i * batch_size:(i + 1) * batch_size]
+            xb, yb = xs[i * batch_size : (i + 1) * batch_size], ys[i * batch_size : (i + 1) * batch_size]
             optimizer.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(model(xb), yb)
             loss.backward()
@@ -167,19 +181,26 @@ def configurations(quick, has_torch, gpu=False):
     return rows
 
 
-FACTORIES = {"loop": loop_candidate, "fit": fit_candidate, "fit_tuned": fit_candidate,
-             "torch": torch_candidate}
+FACTORIES = {
+    "loop": loop_candidate,
+    "fit": fit_candidate,
+    "fit_tuned": fit_candidate,
+    "torch": torch_candidate,
+}
 
 
 def measure_configuration(index, quick, rounds, seconds):
     """Interleaved rounds of one configuration's candidates: {candidate: median ex/s},
     and the precision the loop ran in."""
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    model_name, batch, precision, strategy_name, candidates = configurations(
-        quick, _torch_version(), gpu)[index]
+    model_name, batch, precision, strategy_name, candidates = configurations(quick, _torch_version(), gpu)[
+        index
+    ]
     mnist = data.load_mnist()
-    measures = {name: FACTORIES[name](model_name, mnist.x_train, mnist.y_train, batch, seconds, **kwargs)
-                for name, kwargs in candidates.items()}
+    measures = {
+        name: FACTORIES[name](model_name, mnist.x_train, mnist.y_train, batch, seconds, **kwargs)
+        for name, kwargs in candidates.items()
+    }
     rates = {name: [] for name in measures}
     for _ in range(rounds):  # Interleaved, so drift in the machine hits every candidate.
         for name, measure in measures.items():
@@ -194,8 +215,12 @@ def _in_child(script, *args):
     (left-over threads and traced programs of the earlier ones), so each
     configuration, and the matmul limit, gets a clean process; this one stays idle."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", script), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         sys.exit(f"{script} {' '.join(args)} failed (exit status {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -221,8 +246,9 @@ def accuracy_check(seeds=(0, 1, 2)):
         for precision in ("none", "mixed_float16"):
             for seed in seeds:
                 model_dir = os.path.join(scratch, f"{precision}-{seed}")
-                benchmarked.run_recipe(f"--seed={seed}", f"--mixed_precision={precision}",
-                                       f"--model_dir={model_dir}")
+                benchmarked.run_recipe(
+                    f"--seed={seed}", f"--mixed_precision={precision}", f"--model_dir={model_dir}"
+                )
                 with open(os.path.join(model_dir, "metrics.json")) as f:
                     accuracy.setdefault(precision, []).append(json.load(f)["test_accuracy"])
     return accuracy
@@ -232,10 +258,12 @@ def _arguments():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the MNIST net only, 1 round, no accuracy check")
     parser.add_argument("--rounds", type=benchmarked.positive(int), default=3)
-    parser.add_argument("--seconds", type=benchmarked.positive(float), default=2.0,
-                        help="time per measurement")
-    parser.add_argument("--output", default=None,
-                        help="JSON path (default: benchmarks/results/<device>.json)")
+    parser.add_argument(
+        "--seconds", type=benchmarked.positive(float), default=2.0, help="time per measurement"
+    )
+    parser.add_argument(
+        "--output", default=None, help="JSON path (default: benchmarks/results/<device>.json)"
+    )
     parser.add_argument("--configuration", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -251,16 +279,31 @@ def main():
     torch_version = _torch_version()
     gpu = bool(tf.config.list_physical_devices("GPU"))  # Lists devices; starts nothing.
     machine = _in_child("hardware.py", "--json")
-    print(f"{machine['device']}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-          f"PyTorch {torch_version or 'not installed'}")
+    print(
+        f"{machine['device']}; TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+        f"PyTorch {torch_version or 'not installed'}"
+    )
     measured = []
     for index, (model_name, batch, _, strategy_name, _) in enumerate(
-            configurations(args.quick, torch_version, gpu)):
-        child = _in_child("throughput.py", "--configuration", str(index), "--rounds", str(args.rounds),
-                          "--seconds", str(args.seconds), *["--quick"] * args.quick)
+        configurations(args.quick, torch_version, gpu)
+    ):
+        child = _in_child(
+            "throughput.py",
+            "--configuration",
+            str(index),
+            "--rounds",
+            str(args.rounds),
+            "--seconds",
+            str(args.seconds),
+            *["--quick"] * args.quick,
+        )
         measured.append((model_name, batch, strategy_name, child))
-        print(f"measured {model_name} batch {batch} {child['precision']} {strategy_name}: " + ", ".join(
-            f"{name} {rate:,.0f}" for name, rate in child["rates"].items()) + " examples/s", flush=True)
+        print(
+            f"measured {model_name} batch {batch} {child['precision']} {strategy_name}: "
+            + ", ".join(f"{name} {rate:,.0f}" for name, rate in child["rates"].items())
+            + " examples/s",
+            flush=True,
+        )
     results = _rows(measured, machine)
     if any(row["fraction_of_limit"] > 1 for row in results):
         # The limit was measured while the machine was busier (other jobs): once more, the best of both.
@@ -273,20 +316,35 @@ def main():
     accuracy = None if args.quick else accuracy_check()
     if accuracy:
         means = {precision: 100 * float(np.mean(values)) for precision, values in accuracy.items()}
-        print(f"MNIST net test accuracy, seeds 0-2: float32 {means['none']:.2f}%, mixed_float16 "
-              f"{means['mixed_float16']:.2f}% ({means['mixed_float16'] - means['none']:+.2f} points)")
+        print(
+            f"MNIST net test accuracy, seeds 0-2: float32 {means['none']:.2f}%, mixed_float16 "
+            f"{means['mixed_float16']:.2f}% ({means['mixed_float16'] - means['none']:+.2f} points)"
+        )
 
     output = args.output or os.path.join(RESULTS, ("gpu" if gpu else "cpu") + ".json")
-    benchmarked.write_json(output, {**machine, "tensorflow": tf.__version__, "keras": keras.__version__,
-                                    "torch": torch_version, "results": results,
-                                    "mnist_accuracy_by_seed": accuracy})
+    benchmarked.write_json(
+        output,
+        {
+            **machine,
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "torch": torch_version,
+            "results": results,
+            "mnist_accuracy_by_seed": accuracy,
+        },
+    )
     print(f"wrote {output}")
     plot(output)
     over = [r for r in results if r["fraction_of_limit"] > 1]
     if over:
-        sys.exit("measuring error: " + "; ".join(
-            f"{r['model']} batch {r['batch']} {r['candidate']} at {r['fraction_of_limit']:.0%}"
-            for r in over) + " of the measured limit, measured twice; the limit or the FLOP count is wrong")
+        sys.exit(
+            "measuring error: "
+            + "; ".join(
+                f"{r['model']} batch {r['batch']} {r['candidate']} at {r['fraction_of_limit']:.0%}"
+                for r in over
+            )
+            + " of the measured limit, measured twice; the limit or the FLOP count is wrong"
+        )
 
 
 def _rows(measured, machine):
@@ -302,20 +360,35 @@ def _rows(measured, machine):
             gflops = flops * rate / 1e9
             kind = "float32" if precision in ("float32", "float64") else "bfloat16"  # float16: as bfloat16.
             limit, bound = machine["matmul_limit_gflops"][kind], machine["mfu_bound_gflops"][kind]
-            rows.append(dict(model=model_name, batch=batch, precision=precision, strategy=strategy_name,
-                             candidate=name, examples_per_second=round(rate, 1), flops_per_example=flops,
-                             gflops=round(gflops, 1), fraction_of_limit=round(gflops / limit, 3),
-                             mfu=round(gflops / bound, 3), loop_over_this=round(medians["loop"] / rate, 2)))
+            rows.append(
+                dict(
+                    model=model_name,
+                    batch=batch,
+                    precision=precision,
+                    strategy=strategy_name,
+                    candidate=name,
+                    examples_per_second=round(rate, 1),
+                    flops_per_example=flops,
+                    gflops=round(gflops, 1),
+                    fraction_of_limit=round(gflops / limit, 3),
+                    mfu=round(gflops / bound, 3),
+                    loop_over_this=round(medians["loop"] / rate, 2),
+                )
+            )
     return rows
 
 
 def _print_table(rows):
-    print(f"{'model':<12}{'batch':>6} {'precision':<15}{'strategy':<9}{'candidate':<10}"
-          f"{'ex/s':>9}{'GFLOP/s':>9}{'of limit':>9}{'MFU':>6}{'loop/x':>8}")
+    print(
+        f"{'model':<12}{'batch':>6} {'precision':<15}{'strategy':<9}{'candidate':<10}"
+        f"{'ex/s':>9}{'GFLOP/s':>9}{'of limit':>9}{'MFU':>6}{'loop/x':>8}"
+    )
     for row in rows:
-        print(f"{row['model']:<12}{row['batch']:>6} {row['precision']:<15}{row['strategy']:<9}"
-              f"{row['candidate']:<10}{row['examples_per_second']:>9,.0f}{row['gflops']:>9.1f}"
-              f"{row['fraction_of_limit']:>9.0%}{row['mfu']:>6.0%}{row['loop_over_this']:>7.2f}x")
+        print(
+            f"{row['model']:<12}{row['batch']:>6} {row['precision']:<15}{row['strategy']:<9}"
+            f"{row['candidate']:<10}{row['examples_per_second']:>9,.0f}{row['gflops']:>9.1f}"
+            f"{row['fraction_of_limit']:>9.0%}{row['mfu']:>6.0%}{row['loop_over_this']:>7.2f}x"
+        )
 
 
 def plot(path):
@@ -324,6 +397,7 @@ def plot(path):
     as lines; next to the JSON."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -342,8 +416,13 @@ def plot(path):
         width = 0.8 / len(colors)
         for offset, candidate in enumerate(colors):
             mine = [r for r in rows if r["candidate"] == candidate]
-            ax.bar([groups.index(_group(r)) + (offset - (len(colors) - 1) / 2) * width for r in mine],
-                   [r["gflops"] for r in mine], width, label=candidate, color=colors[candidate])
+            ax.bar(
+                [groups.index(_group(r)) + (offset - (len(colors) - 1) / 2) * width for r in mine],
+                [r["gflops"] for r in mine],
+                width,
+                label=candidate,
+                color=colors[candidate],
+            )
         ax.axhline(limit, color="black", label=f"measured limit {limit:.0f}")
         if peak:
             ax.axhline(peak, color="black", linestyle="--", label=f"theoretical peak {peak:.0f}")

@@ -9,6 +9,7 @@ MkDocs knows only the files under docs_dir, so this adds those files to the site
 repository to its place in the site. A link to any other file outside docs/ is left
 as it is, for `mkdocs build --strict` to report.
 """
+
 import os
 import posixpath
 import re
@@ -43,7 +44,7 @@ def _site_uri(path):
     """Where the repository's file `path` is in the site, or None (not in it)."""
     if path in OUTSIDE:
         return OUTSIDE[path]
-    return path[len("docs/"):] if path.startswith("docs/") else None
+    return path[len("docs/") :] if path.startswith("docs/") else None
 
 
 def on_page_markdown(markdown, page, config, files):

@@ -1,5 +1,6 @@
 """Argument checks the models share: a bad argument is a `ValueError` that names it,
 never a bare TypeError from deep inside Keras or a silently rounded width."""
+
 import numbers
 
 import keras
@@ -12,16 +13,16 @@ def widths(name, values):
     except TypeError:
         values = None
     if not values or not all(_positive_int(v) for v in values):
-        raise ValueError(f"`{name}` must be a non-empty list of positive whole numbers. "
-                         f"Received: {name}={values!r}")
+        raise ValueError(
+            f"`{name}` must be a non-empty list of positive whole numbers. Received: {name}={values!r}"
+        )
     return tuple(int(v) for v in values)
 
 
 def count(name, value, minimum=1):
     """A whole number of at least `minimum`, as an int."""
     if not (_whole(value) and value >= minimum):
-        raise ValueError(f"`{name}` must be a whole number of at least {minimum}. "
-                         f"Received: {name}={value!r}")
+        raise ValueError(f"`{name}` must be a whole number of at least {minimum}. Received: {name}={value!r}")
     return int(value)
 
 

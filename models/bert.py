@@ -9,6 +9,7 @@ multi-head self-attention, softmax(Q K^T / sqrt(d_k)) V (Keras' MultiHeadAttenti
 then a GELU feed-forward layer, each with a residual connection and layer
 normalization after it, as in BERT.
 """
+
 import keras
 from keras import ops
 
@@ -29,8 +30,17 @@ class BertEncoder(keras.Model):
       dropout_rate: dropout on embeddings, attention weights and block outputs.
     """
 
-    def __init__(self, vocab_size, max_length, hidden_size=128, num_layers=2, num_heads=4,
-                 intermediate_size=256, dropout_rate=0.1, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_length: int,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        num_heads: int = 4,
+        intermediate_size: int = 256,
+        dropout_rate: float = 0.1,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         vocab_size = _checks.count("vocab_size", vocab_size, minimum=2)
         max_length = _checks.count("max_length", max_length)
@@ -39,8 +49,10 @@ class BertEncoder(keras.Model):
         hidden_size = _checks.count("hidden_size", hidden_size)
         intermediate_size = _checks.count("intermediate_size", intermediate_size)
         if hidden_size % num_heads:
-            raise ValueError(f"`num_heads` must divide `hidden_size`. Received: num_heads={num_heads}, "
-                             f"hidden_size={hidden_size}")
+            raise ValueError(
+                f"`num_heads` must divide `hidden_size`. Received: num_heads={num_heads}, "
+                f"hidden_size={hidden_size}"
+            )
         self.vocab_size = vocab_size
         self.max_length = max_length
         self.hidden_size = hidden_size
@@ -52,17 +64,24 @@ class BertEncoder(keras.Model):
         self.position_embedding = keras.layers.Embedding(max_length, hidden_size, name="position_embedding")
         self.embedding_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="embedding_norm")
         self.embedding_dropout = keras.layers.Dropout(dropout_rate)
-        self.attention = [keras.layers.MultiHeadAttention(
-            num_heads, hidden_size // num_heads, dropout=dropout_rate, name=f"attention_{i}")
-            for i in range(num_layers)]
-        self.attention_norm = [keras.layers.LayerNormalization(epsilon=1e-12, name=f"attention_norm_{i}")
-                               for i in range(num_layers)]
-        self.intermediate = [keras.layers.Dense(intermediate_size, activation="gelu",
-                                                name=f"intermediate_{i}")
-                             for i in range(num_layers)]
+        self.attention = [
+            keras.layers.MultiHeadAttention(
+                num_heads, hidden_size // num_heads, dropout=dropout_rate, name=f"attention_{i}"
+            )
+            for i in range(num_layers)
+        ]
+        self.attention_norm = [
+            keras.layers.LayerNormalization(epsilon=1e-12, name=f"attention_norm_{i}")
+            for i in range(num_layers)
+        ]
+        self.intermediate = [
+            keras.layers.Dense(intermediate_size, activation="gelu", name=f"intermediate_{i}")
+            for i in range(num_layers)
+        ]
         self.output_dense = [keras.layers.Dense(hidden_size, name=f"output_{i}") for i in range(num_layers)]
-        self.output_norm = [keras.layers.LayerNormalization(epsilon=1e-12, name=f"output_norm_{i}")
-                            for i in range(num_layers)]
+        self.output_norm = [
+            keras.layers.LayerNormalization(epsilon=1e-12, name=f"output_norm_{i}") for i in range(num_layers)
+        ]
         self.dropout = keras.layers.Dropout(dropout_rate)
 
     def build(self, input_shape):
@@ -96,16 +115,22 @@ class BertEncoder(keras.Model):
         return x
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "max_length": self.max_length,
-                "hidden_size": self.hidden_size, "num_layers": self.num_layers,
-                "num_heads": self.num_heads, "intermediate_size": self.intermediate_size,
-                "dropout_rate": self.dropout_rate}
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "dropout_rate": self.dropout_rate,
+        }
 
 
 class _WithEncoder(keras.Model):
     """A head on a `BertEncoder`, serialized together with it."""
 
-    def __init__(self, encoder, **kwargs):
+    def __init__(self, encoder: BertEncoder | dict, **kwargs) -> None:
         super().__init__(**kwargs)
         if isinstance(encoder, dict):
             encoder = keras.saving.deserialize_keras_object(encoder)
@@ -123,12 +148,13 @@ class BertPretrainer(_WithEncoder):
     (without tying the output weights to the token embedding).
     """
 
-    def __init__(self, encoder, **kwargs):
+    def __init__(self, encoder: BertEncoder | dict, **kwargs) -> None:
         super().__init__(encoder, **kwargs)
         self.transform = keras.layers.Dense(self.encoder.hidden_size, activation="gelu", name="mlm_transform")
         self.transform_norm = keras.layers.LayerNormalization(epsilon=1e-12, name="mlm_norm")
-        self.vocabulary = keras.layers.Dense(self.encoder.vocab_size, activation="softmax", name="mlm_output",
-                                             dtype=_checks.head_dtype())
+        self.vocabulary = keras.layers.Dense(
+            self.encoder.vocab_size, activation="softmax", name="mlm_output", dtype=_checks.head_dtype()
+        )
 
     def build(self, input_shape):
         if self.built:
@@ -151,15 +177,18 @@ class BertClassifier(_WithEncoder):
     """A sequence classifier: the first ([CLS]) token's representation -> Dropout ->
     Dense(num_classes, softmax)."""
 
-    def __init__(self, encoder, num_classes, dropout_rate=0.1, **kwargs):
+    def __init__(
+        self, encoder: BertEncoder | dict, num_classes: int, dropout_rate: float = 0.1, **kwargs
+    ) -> None:
         super().__init__(encoder, **kwargs)
         if num_classes < 2:
             raise ValueError(f"`num_classes` must be at least 2. Received: num_classes={num_classes}")
         self.num_classes = num_classes
         self.dropout_rate = dropout_rate
         self.dropout = keras.layers.Dropout(dropout_rate)
-        self.head = keras.layers.Dense(num_classes, activation="softmax", name="classifier",
-                                       dtype=_checks.head_dtype())
+        self.head = keras.layers.Dense(
+            num_classes, activation="softmax", name="classifier", dtype=_checks.head_dtype()
+        )
 
     def build(self, input_shape):
         if self.built:

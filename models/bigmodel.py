@@ -5,6 +5,9 @@ and put a 1-unit sigmoid head on a 10-class problem. Here the layers have their
 own names, and the head follows the task: one sigmoid unit for a binary task
 (`num_classes=1`), a softmax over `num_classes` otherwise.
 """
+
+from collections.abc import Callable, Sequence
+
 import keras
 
 from models import _checks
@@ -23,8 +26,15 @@ class BigModel(keras.Model):
       activation: activation of the hidden layers.
     """
 
-    def __init__(self, hidden_units=(256, 128, 64, 32, 16, 8), num_classes=10, dropout_rate=0.0,
-                 l2=0.0, activation="relu", **kwargs):
+    def __init__(
+        self,
+        hidden_units: Sequence[int] = (256, 128, 64, 32, 16, 8),
+        num_classes: int = 10,
+        dropout_rate: float = 0.0,
+        l2: float = 0.0,
+        activation: str | Callable = "relu",
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         hidden_units = _checks.widths("hidden_units", hidden_units)
         num_classes = _checks.count("num_classes", num_classes)  # 1: a binary sigmoid head.
@@ -38,15 +48,24 @@ class BigModel(keras.Model):
 
         regularizer = keras.regularizers.L2(l2) if l2 else None
         self.flatten = keras.layers.Flatten()  # Image input [B, 28, 28] works as well as a table.
-        self.hidden = [keras.layers.Dense(units, activation=activation, kernel_regularizer=regularizer,
-                                          name=f"dense_{i}")
-                       for i, units in enumerate(hidden_units)]
-        self.dropouts = [keras.layers.Dropout(dropout_rate, name=f"dropout_{i}")
-                         for i in range(len(hidden_units))] if dropout_rate else []
+        self.hidden = [
+            keras.layers.Dense(
+                units, activation=activation, kernel_regularizer=regularizer, name=f"dense_{i}"
+            )
+            for i, units in enumerate(hidden_units)
+        ]
+        self.dropouts = (
+            [keras.layers.Dropout(dropout_rate, name=f"dropout_{i}") for i in range(len(hidden_units))]
+            if dropout_rate
+            else []
+        )
         self.head = keras.layers.Dense(
             1 if num_classes == 1 else num_classes,
             activation="sigmoid" if num_classes == 1 else "softmax",
-            kernel_regularizer=regularizer, name="head", dtype=_checks.head_dtype())
+            kernel_regularizer=regularizer,
+            name="head",
+            dtype=_checks.head_dtype(),
+        )
 
     def build(self, input_shape):
         shape = self.flatten.compute_output_shape(input_shape)
@@ -56,7 +75,7 @@ class BigModel(keras.Model):
         self.head.build(shape)
         self.built = True
 
-    def layer_stack(self):
+    def layer_stack(self) -> list[keras.layers.Layer]:
         """The layers in the order `call` runs them (model parallelism splits this list)."""
         stack = [self.flatten]
         for i, dense in enumerate(self.hidden):
@@ -74,6 +93,11 @@ class BigModel(keras.Model):
         return self.head(self.features(inputs, training=training))
 
     def get_config(self):
-        return {**super().get_config(), "hidden_units": list(self.hidden_units),
-                "num_classes": self.num_classes, "dropout_rate": self.dropout_rate,
-                "l2": self.l2, "activation": self.activation}
+        return {
+            **super().get_config(),
+            "hidden_units": list(self.hidden_units),
+            "num_classes": self.num_classes,
+            "dropout_rate": self.dropout_rate,
+            "l2": self.l2,
+            "activation": self.activation,
+        }

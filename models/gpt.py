@@ -16,10 +16,11 @@ The model returns logits: a softmax over a large vocabulary is computed with the
 loss (`from_logits=True`), never materialized. `models.logits(gpt, ids)` is the
 model's own output.
 """
+
 import keras
 from keras import ops
 
-from models import _checks
+from models import _checks, _keras_compat
 
 
 @keras.saving.register_keras_serializable(package="models")
@@ -30,9 +31,8 @@ class CausalSelfAttention(keras.layers.MultiHeadAttention):
     attends to every cached position up to its own."""
 
     def call(self, x, cache=None, index=None, training=False):
-        query = self._query_dense(x)
-        key = self._key_dense(x)
-        value = self._value_dense(x)
+        projections = _keras_compat.attention_projections(self)
+        query, key, value = projections.query(x), projections.key(x), projections.value(x)
         length = ops.shape(x)[1]
         if cache is None:  # Position t attends to positions 0..t of x.
             positions = ops.arange(length, dtype="int32")
@@ -45,9 +45,8 @@ class CausalSelfAttention(keras.layers.MultiHeadAttention):
             # Query t (at index + t) attends to cached positions 0..index + t.
             queries = ops.cast(index, "int32") + ops.arange(length, dtype="int32")
             mask = queries[:, None] >= ops.arange(ops.shape(key)[1], dtype="int32")[None, :]
-        attended, _ = self._compute_attention(query, key, value, attention_mask=mask[None],
-                                              training=training)
-        output = self._output_dense(attended)
+        attended = _keras_compat.attend(self, query, key, value, mask[None], training=training)
+        output = projections.output(attended)
         return output if cache is None else (output, cache)
 
 
@@ -60,10 +59,12 @@ class GPTEmbedding(keras.layers.Layer):
         self.vocab_size, self.max_length, self.hidden_size = vocab_size, max_length, hidden_size
         self.dropout_rate = dropout_rate
         init = keras.initializers.RandomNormal(stddev=0.02)  # GPT-2's initialization, as nanoGPT's.
-        self.token_embedding = keras.layers.Embedding(vocab_size, hidden_size, embeddings_initializer=init,
-                                                      name="token_embedding")
-        self.position_embedding = keras.layers.Embedding(max_length, hidden_size, embeddings_initializer=init,
-                                                         name="position_embedding")
+        self.token_embedding = keras.layers.Embedding(
+            vocab_size, hidden_size, embeddings_initializer=init, name="token_embedding"
+        )
+        self.position_embedding = keras.layers.Embedding(
+            max_length, hidden_size, embeddings_initializer=init, name="position_embedding"
+        )
         self.dropout = keras.layers.Dropout(dropout_rate)
 
     def build(self, input_shape):
@@ -81,8 +82,13 @@ class GPTEmbedding(keras.layers.Layer):
         return tuple(input_shape) + (self.hidden_size,)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "max_length": self.max_length,
-                "hidden_size": self.hidden_size, "dropout_rate": self.dropout_rate}
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "hidden_size": self.hidden_size,
+            "dropout_rate": self.dropout_rate,
+        }
 
 
 @keras.saving.register_keras_serializable(package="models")
@@ -98,18 +104,25 @@ class GPTBlock(keras.layers.Layer):
         init = keras.initializers.RandomNormal(stddev=0.02)
         residual_init = keras.initializers.RandomNormal(stddev=0.02 / (2 * num_layers) ** 0.5)
         self.attention_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="attention_norm")
-        self.attention = CausalSelfAttention(num_heads, hidden_size // num_heads, dropout=dropout_rate,
-                                             kernel_initializer=init, name="attention")
+        self.attention = CausalSelfAttention(
+            num_heads,
+            hidden_size // num_heads,
+            dropout=dropout_rate,
+            kernel_initializer=init,
+            name="attention",
+        )
         self.mlp_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="mlp_norm")
-        self.intermediate = keras.layers.Dense(intermediate_size, activation="gelu", kernel_initializer=init,
-                                               name="intermediate")
+        self.intermediate = keras.layers.Dense(
+            intermediate_size, activation="gelu", kernel_initializer=init, name="intermediate"
+        )
         self.mlp_output = keras.layers.Dense(hidden_size, kernel_initializer=residual_init, name="mlp_output")
         self.dropout = keras.layers.Dropout(dropout_rate)
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)
         self.attention.build(input_shape, input_shape)
-        output = self.attention._output_dense.kernel  # Keras' attention has one initializer for all four.
+        # Keras' attention has one initializer for all four projections.
+        output = _keras_compat.attention_projections(self.attention).output.kernel
         output.assign(output * (2 * self.num_layers) ** -0.5)
         self.mlp_norm.build(input_shape)
         self.intermediate.build(input_shape)
@@ -129,9 +142,14 @@ class GPTBlock(keras.layers.Layer):
         return tuple(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "hidden_size": self.hidden_size, "num_heads": self.num_heads,
-                "intermediate_size": self.intermediate_size, "dropout_rate": self.dropout_rate,
-                "num_layers": self.num_layers}
+        return {
+            **super().get_config(),
+            "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "dropout_rate": self.dropout_rate,
+            "num_layers": self.num_layers,
+        }
 
 
 class GPTHead(keras.layers.Layer):
@@ -178,8 +196,18 @@ class GPT(keras.Model):
 
     returns_logits = True  # For `models.logits`: the output is the logits already.
 
-    def __init__(self, vocab_size, max_length, hidden_size=128, num_layers=4, num_heads=4,
-                 intermediate_size=None, dropout_rate=0.0, lora_rank=None, **kwargs):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_length: int,
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int | None = None,
+        dropout_rate: float = 0.0,
+        lora_rank: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.lora_rank = lora_rank and _checks.count("lora_rank", lora_rank)
         self.vocab_size = _checks.count("vocab_size", vocab_size, minimum=2)
@@ -189,15 +217,26 @@ class GPT(keras.Model):
         self.num_heads = _checks.count("num_heads", num_heads)
         self.intermediate_size = _checks.count("intermediate_size", intermediate_size or 4 * hidden_size)
         if hidden_size % num_heads:
-            raise ValueError(f"`num_heads` must divide `hidden_size`. Received: num_heads={num_heads}, "
-                             f"hidden_size={hidden_size}")
+            raise ValueError(
+                f"`num_heads` must divide `hidden_size`. Received: num_heads={num_heads}, "
+                f"hidden_size={hidden_size}"
+            )
         if not 0 <= dropout_rate < 1:
             raise ValueError(f"`dropout_rate` must be in [0, 1). Received: dropout_rate={dropout_rate}")
         self.dropout_rate = dropout_rate
         self.head_size = hidden_size // num_heads
         self.embedding = GPTEmbedding(vocab_size, max_length, hidden_size, dropout_rate, name="embedding")
-        self.blocks = [GPTBlock(hidden_size, num_heads, self.intermediate_size, dropout_rate, self.num_layers,
-                                name=f"block_{i}") for i in range(self.num_layers)]
+        self.blocks = [
+            GPTBlock(
+                hidden_size,
+                num_heads,
+                self.intermediate_size,
+                dropout_rate,
+                self.num_layers,
+                name=f"block_{i}",
+            )
+            for i in range(self.num_layers)
+        ]
         self.head = GPTHead(self.embedding.token_embedding, name="head")
 
     def build(self, input_shape):
@@ -211,15 +250,22 @@ class GPT(keras.Model):
         self.built = True
         if self.lora_rank:
             for block in self.blocks:
-                for layer in (block.attention._query_dense, block.attention._value_dense):
+                projections = _keras_compat.attention_projections(block.attention)
+                for layer in (projections.query, projections.value):
                     layer.enable_lora(self.lora_rank)
 
-    def projections(self):
+    def projections(self) -> list[keras.layers.Layer]:
         """Each block's attention projections (query, key, value, output) and its MLP's
         two Dense layers: the weights int8 quantization stores in int8."""
-        return [layer for block in self.blocks for layer in (
-            block.attention._query_dense, block.attention._key_dense, block.attention._value_dense,
-            block.attention._output_dense, block.intermediate, block.mlp_output)]
+        return [
+            layer
+            for block in self.blocks
+            for layer in (
+                *_keras_compat.attention_projections(block.attention),
+                block.intermediate,
+                block.mlp_output,
+            )
+        ]
 
     def layer_stack(self):
         """The layers the model calls one after another (for a pipeline of stages)."""
@@ -235,8 +281,10 @@ class GPT(keras.Model):
 
     def empty_cache(self, batch_size, dtype=None):
         """Zeros: [layers, B, 2 (keys, values), max_length, heads, head_size]."""
-        return ops.zeros((self.num_layers, batch_size, 2, self.max_length, self.num_heads, self.head_size),
-                         dtype or self.compute_dtype)
+        return ops.zeros(
+            (self.num_layers, batch_size, 2, self.max_length, self.num_heads, self.head_size),
+            dtype or self.compute_dtype,
+        )
 
     def decode(self, token_ids, cache, index):
         """Logits of `token_ids` ([B, T], at positions index..index + T - 1, the cache
@@ -253,7 +301,14 @@ class GPT(keras.Model):
         return self.decode(token_ids, self.empty_cache(ops.shape(token_ids)[0]), 0)
 
     def get_config(self):
-        return {**super().get_config(), "vocab_size": self.vocab_size, "max_length": self.max_length,
-                "hidden_size": self.hidden_size, "num_layers": self.num_layers, "num_heads": self.num_heads,
-                "intermediate_size": self.intermediate_size, "dropout_rate": self.dropout_rate,
-                "lora_rank": self.lora_rank}
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_heads": self.num_heads,
+            "intermediate_size": self.intermediate_size,
+            "dropout_rate": self.dropout_rate,
+            "lora_rank": self.lora_rank,
+        }

@@ -10,12 +10,20 @@ the four gates' weights side by side in one kernel, in the order i, f, c~, o):
     c = f * c + i * c~
     h = o * tanh(c)
 """
+
+from collections.abc import Sequence
+
 import keras
 
 from models import _checks
 
 
-def lstm_classifier(input_shape=(28, 28), units=128, num_classes=10, name="lstm_classifier"):
+def lstm_classifier(
+    input_shape: Sequence[int] = (28, 28),
+    units: int = 128,
+    num_classes: int = 10,
+    name: str = "lstm_classifier",
+) -> keras.Sequential:
     """LSTM(units) over a [steps, features] sequence -> Dense(num_classes, softmax).
 
     On MNIST read row by row (28 steps of 28 pixels) with the defaults it has
@@ -26,8 +34,11 @@ def lstm_classifier(input_shape=(28, 28), units=128, num_classes=10, name="lstm_
         raise ValueError(f"`input_shape` must be (steps, features). Received: input_shape={input_shape}")
     num_classes = _checks.count("num_classes", num_classes, minimum=2)
     units = _checks.count("units", units)
-    return keras.Sequential([
-        keras.Input(shape=input_shape),
-        keras.layers.LSTM(units),
-        keras.layers.Dense(num_classes, activation="softmax", dtype=_checks.head_dtype()),
-    ], name=name)
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.LSTM(units),
+            keras.layers.Dense(num_classes, activation="softmax", dtype=_checks.head_dtype()),
+        ],
+        name=name,
+    )

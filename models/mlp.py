@@ -1,10 +1,18 @@
 """The articles' two-layer MLP (their PyTorch `LargeModel`): fc1 -> ReLU -> fc2."""
+
+from collections.abc import Sequence
+
 import keras
 
 from models import _checks
 
 
-def two_layer_mlp(input_shape=(28, 28), hidden_units=512, num_classes=10, name="two_layer_mlp"):
+def two_layer_mlp(
+    input_shape: Sequence[int] = (28, 28),
+    hidden_units: int = 512,
+    num_classes: int = 10,
+    name: str = "two_layer_mlp",
+) -> keras.Sequential:
     """Flatten -> Dense(hidden_units, relu) (fc1) -> Dense(num_classes, softmax) (fc2).
 
     The article's fc2 gave logits to `CrossEntropyLoss`, which applies the
@@ -13,9 +21,12 @@ def two_layer_mlp(input_shape=(28, 28), hidden_units=512, num_classes=10, name="
     """
     hidden_units = _checks.count("hidden_units", hidden_units)
     num_classes = _checks.count("num_classes", num_classes, minimum=2)
-    return keras.Sequential([
-        keras.Input(shape=tuple(input_shape)),
-        keras.layers.Flatten(),
-        keras.layers.Dense(hidden_units, activation="relu", name="fc1"),
-        keras.layers.Dense(num_classes, activation="softmax", name="fc2", dtype=_checks.head_dtype()),
-    ], name=name)
+    return keras.Sequential(
+        [
+            keras.Input(shape=tuple(input_shape)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(hidden_units, activation="relu", name="fc1"),
+            keras.layers.Dense(num_classes, activation="softmax", name="fc2", dtype=_checks.head_dtype()),
+        ],
+        name=name,
+    )

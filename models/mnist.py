@@ -1,18 +1,21 @@
 """The articles' MNIST dense net: Flatten -> Dense(1024) -> Dense(1024) -> Dense(10, softmax)."""
+
+from collections.abc import Callable, Sequence
+
 import keras
 
 from models import _checks
 
 
 def mnist_dense(
-    hidden_units=(1024, 1024),
-    num_classes=10,
-    input_shape=(28, 28),
-    activation="relu",
-    dropout_rate=0.0,
-    l2=0.0,
-    name="mnist_dense",
-):
+    hidden_units: Sequence[int] = (1024, 1024),
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (28, 28),
+    activation: str | Callable = "relu",
+    dropout_rate: float = 0.0,
+    l2: float = 0.0,
+    name: str = "mnist_dense",
+) -> keras.Sequential:
     """Returns the articles' MNIST classifier as a `keras.Sequential`.
 
     With the defaults it has 1,863,690 parameters
@@ -37,10 +40,12 @@ def mnist_dense(
     regularizer = keras.regularizers.L2(l2) if l2 else None
     layers = [keras.Input(shape=tuple(input_shape)), keras.layers.Flatten()]
     for units in hidden_units:
-        layers.append(keras.layers.Dense(int(units), activation=activation,
-                                         kernel_regularizer=regularizer))
+        layers.append(keras.layers.Dense(int(units), activation=activation, kernel_regularizer=regularizer))
         if dropout_rate:
             layers.append(keras.layers.Dropout(dropout_rate))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax", kernel_regularizer=regularizer,
-                                     dtype=_checks.head_dtype()))
+    layers.append(
+        keras.layers.Dense(
+            num_classes, activation="softmax", kernel_regularizer=regularizer, dtype=_checks.head_dtype()
+        )
+    )
     return keras.Sequential(layers, name=name)

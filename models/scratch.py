@@ -7,13 +7,18 @@ mean's 1/batch, and the sigmoid's derivative is taken where the chain rule needs
 it (folded with the cross-entropy's into p - y); tests/test_models.py checks the
 gradients against GradientTape's.
 """
+
 import numpy as np
+
+from models import _checks
 
 
 class NumpyTwoLayerNet:
     """Weights in plain NumPy arrays; `gradients` is the hand-derived backward pass."""
 
-    def __init__(self, num_inputs, hidden_units, seed=0):
+    def __init__(self, num_inputs: int, hidden_units: int, seed: int = 0) -> None:
+        num_inputs = _checks.count("num_inputs", num_inputs)
+        hidden_units = _checks.count("hidden_units", hidden_units)
         rng = np.random.default_rng(seed)
         self.params = {
             "W1": rng.normal(0.0, np.sqrt(2.0 / num_inputs), (num_inputs, hidden_units)),
@@ -22,7 +27,7 @@ class NumpyTwoLayerNet:
             "b2": np.zeros(1),
         }
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, tuple]:
         """Probabilities [batch, 1], and what the backward pass needs."""
         p = self.params
         z1 = x @ p["W1"] + p["b1"]
@@ -31,12 +36,12 @@ class NumpyTwoLayerNet:
         probability = 1.0 / (1.0 + np.exp(-z2))
         return probability, (x, z1, h)
 
-    def loss(self, x, y):
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         probability, _ = self.forward(x)
         probability = np.clip(probability, 1e-12, 1 - 1e-12)
         return float(-np.mean(y * np.log(probability) + (1 - y) * np.log(1 - probability)))
 
-    def gradients(self, x, y):
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         """d(mean binary cross-entropy)/d(each parameter), by the chain rule."""
         probability, (x, z1, h) = self.forward(x)
         batch = len(x)
@@ -45,6 +50,6 @@ class NumpyTwoLayerNet:
         dz1 = dh * (z1 > 0)
         return {"W2": h.T @ dz2, "b2": dz2.sum(axis=0), "W1": x.T @ dz1, "b1": dz1.sum(axis=0)}
 
-    def train_step(self, x, y, learning_rate):
+    def train_step(self, x: np.ndarray, y: np.ndarray, learning_rate: float) -> None:
         for name, gradient in self.gradients(x, y).items():
             self.params[name] -= learning_rate * gradient

@@ -10,8 +10,10 @@ mnist: the articles' input. Offline, the 5,000 embedded digits split into
 breast_cancer: scikit-learn's 569-tumour table (364 / 91 / 114); a few seconds.
 Measured results are in the README ("BigModel").
 """
+
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
-    from recipes.core import entry
+    from recipes.core.cli import entry
+
     entry.handle_stop_signals()
     entry.set_up_process()
 
@@ -19,19 +21,24 @@ import keras
 from absl import flags
 
 import models
-from recipes.core import data, metrics, serving, train
-from recipes.core import flags as recipe_flags
+from recipes.core.cli import flags as recipe_flags
+from recipes.core.deploy import serving
+from recipes.core.input import data
+from recipes.core.training import metrics, step, train
 
-flags.DEFINE_enum("task", "mnist", ["mnist", "breast_cancer"],
-                  "The bundled sample, with --data=sample (the default): mnist, 10 digit classes; "
-                  "breast_cancer, benign vs malignant (one sigmoid unit). Your own --data sets the "
-                  "classes itself.")
+flags.DEFINE_enum(
+    "task",
+    "mnist",
+    ["mnist", "breast_cancer"],
+    "The bundled sample, with --data=sample (the default): mnist, 10 digit classes; "
+    "breast_cancer, benign vs malignant (one sigmoid unit). Your own --data sets the "
+    "classes itself.",
+)
 
 FLAGS = flags.FLAGS
 
 # Defaults where the shared ones do not suit this deep, narrow net.
-RECIPE_DEFAULTS = {"mnist": dict(epochs=20, batch_size=64),
-                   "breast_cancer": dict(epochs=30, batch_size=16)}
+RECIPE_DEFAULTS = {"mnist": dict(epochs=20, batch_size=64), "breast_cancer": dict(epochs=30, batch_size=16)}
 
 
 def run(config, strategy, dataset, task="mnist"):
@@ -42,14 +49,17 @@ def run(config, strategy, dataset, task="mnist"):
     binary = dataset.num_classes is None
     units = 1 if binary else dataset.num_classes
     preprocess = dataset.default_preprocessing()
-    results, _ = train.train_model(
-        config, strategy, dataset,
+    loss_fn = keras.losses.binary_crossentropy if binary else keras.losses.sparse_categorical_crossentropy
+    recipe_task = train.Task(
+        f"bigmodel_{task}",
         lambda: models.BigModel(num_classes=units, dropout_rate=config.dropout_rate, l2=config.l2),
-        loss_fn=(keras.losses.binary_crossentropy if binary
-                 else keras.losses.sparse_categorical_crossentropy),
+        step.Objective(loss_fn),
         metrics_fn=lambda: metrics.classification(units),
-        train_metrics_fn=lambda: metrics.accuracy(units), preprocess=preprocess,
-        recipe=f"bigmodel_{task}", signature=serving.Signature.for_spec(dataset.x_spec, preprocess))
+        train_metrics_fn=lambda: metrics.accuracy(units),
+        preprocess=preprocess,
+        signature=serving.Signature.for_spec(dataset.x_spec, preprocess),
+    )
+    results, _ = train.train_model(recipe_task, dataset, config=config, strategy=strategy)
     return results
 
 
@@ -57,8 +67,9 @@ def main(argv):
     del argv  # Unused.
     own = FLAGS.data != "sample"
     task = "data" if own else FLAGS.task
-    config = recipe_flags.train_config(f"bigmodel_{task}",
-                                       **RECIPE_DEFAULTS.get(task, RECIPE_DEFAULTS["mnist"]))
+    config = recipe_flags.train_config(
+        f"bigmodel_{task}", **RECIPE_DEFAULTS.get(task, RECIPE_DEFAULTS["mnist"])
+    )
     strategy = recipe_flags.strategy_from_flags()
     samples = {FLAGS.task: data.BUNDLED[FLAGS.task]}
     dataset = recipe_flags.data_from_flags(samples)

@@ -8,16 +8,19 @@ epochs take about 40 s on a 2-core CPU and reach 97-98% test accuracy (README,
 "CNN"). `--data=cifar10` trains on CIFAR-10 from tensorflow-datasets (50,000 /
 10,000 colour images, 32x32x3); `--data=FOLDER` on your own images.
 """
+
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
-    from recipes.core import entry
+    from recipes.core.cli import entry
+
     entry.handle_stop_signals()
     entry.set_up_process()
 
 import dataclasses
 
 import models
-from recipes.core import data, train
-from recipes.core import flags as recipe_flags
+from recipes.core.cli import flags as recipe_flags
+from recipes.core.input import data
+from recipes.core.training import train
 
 RECIPE_DEFAULTS = dict(epochs=10, batch_size=64)
 
@@ -29,10 +32,13 @@ def run(config, strategy, dataset):
     shape = dataset.x_spec.shape.as_list()
     grey = len(shape) == 2
     preprocess = dataclasses.replace(dataset.default_preprocessing(), add_channel=grey)
-    return train.train_classifier(
-        config, strategy, dataset,
+    task = train.Task.classifier(
+        "cnn",
         lambda num_classes: models.cnn(input_shape=shape + [1] if grey else shape, num_classes=num_classes),
-        recipe="cnn", preprocess=preprocess)
+        dataset,
+        preprocess=preprocess,
+    )
+    return train.train_classifier(task, dataset, config=config, strategy=strategy)
 
 
 def main(argv):

@@ -13,34 +13,46 @@ run's checkpoints and logs: an interrupted run resumes), compression.json and
 compression.png. About a minute on a 2-core CPU for the offline MNIST run;
 README, "Compress and deploy", has the measured table.
 """
+
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
-    from recipes.core import entry
+    from recipes.core.cli import entry
+
     entry.handle_stop_signals()
     entry.set_up_process()
 
 import dataclasses
 import json
 import os
+import tempfile
 
 import keras
 import tensorflow as tf
 from absl import flags
 
 import strategies
-from recipes.core import compression, metrics, pruning, run_dir, runs, serving, step, train
-from recipes.core import flags as recipe_flags
+from recipes.core.cli import flags as recipe_flags
+from recipes.core.deploy import compression, runs, serving
 from recipes.core.errors import RecipeError
+from recipes.core.objectives import pruning
+from recipes.core.rundir import run_dir
+from recipes.core.training import metrics, step, train
 
 flags.DEFINE_float("sparsity", 0.8, "Fraction of every Dense/Conv kernel's weights pruned to zero.")
-flags.register_validator("sparsity", lambda value: 0 <= value < 1,
-                         message="--sparsity must be at least 0 and below 1")
-flags.DEFINE_integer("pruning_steps", 1000,
-                     "Steps over which the sparsity rises to --sparsity (tfmot's cubic schedule).",
-                     lower_bound=1)
-flags.DEFINE_integer("pruning_frequency", 100, "Steps between two updates of the pruning masks.",
-                     lower_bound=1)
-flags.DEFINE_integer("finetune_steps", 500, "Steps of fine-tuning after pruning, the masks held fixed.",
-                     lower_bound=0)
+flags.register_validator(
+    "sparsity", lambda value: 0 <= value < 1, message="--sparsity must be at least 0 and below 1"
+)
+flags.DEFINE_integer(
+    "pruning_steps",
+    1000,
+    "Steps over which the sparsity rises to --sparsity (tfmot's cubic schedule).",
+    lower_bound=1,
+)
+flags.DEFINE_integer(
+    "pruning_frequency", 100, "Steps between two updates of the pruning masks.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "finetune_steps", 500, "Steps of fine-tuning after pruning, the masks held fixed.", lower_bound=0
+)
 
 FLAGS = flags.FLAGS
 
@@ -52,62 +64,134 @@ def prune(config, strategy, run, dataset, signature, *, sparsity, pruning_steps,
     """Fine-tunes the run's model with its kernels pruned, into `config.model_dir`;
     returns that run's metrics."""
     model_path = run.path("model.keras")
-    units = int(keras.saving.load_model(model_path).output_shape[-1])
-    loss_fn = (keras.losses.sparse_categorical_crossentropy if units > 1
-               else keras.losses.binary_crossentropy)
-    objective = pruning.Pruning(step.Objective(loss_fn), final_sparsity=sparsity,
-                                pruning_steps=pruning_steps, frequency=frequency)
-    results, model = train.train_model(
-        config, strategy, dataset, lambda: keras.saving.load_model(model_path),
-        objective=objective, metrics_fn=lambda: metrics.classification(units),
-        train_metrics_fn=lambda: metrics.accuracy(units), preprocess=signature.preprocess,
-        recipe="compress", signature=signature)
-    print(f"Pruned: {pruning.sparsity(model):.1%} of the kernels' weights are zero; test accuracy "
-          f"{results['test_accuracy']:.2%}.")
+    raw = tf.zeros([1, *signature.input_shape], signature.input_dtype)
+    units = runs.output_units(keras.saving.load_model(model_path), signature.preprocess(raw).shape[1:])
+    loss_fn = keras.losses.sparse_categorical_crossentropy if units > 1 else keras.losses.binary_crossentropy
+    objective = pruning.Pruning(
+        step.Objective(loss_fn), final_sparsity=sparsity, pruning_steps=pruning_steps, frequency=frequency
+    )
+    task = train.Task(
+        "compress",
+        lambda: keras.saving.load_model(model_path),
+        objective,
+        metrics_fn=lambda: metrics.classification(units),
+        train_metrics_fn=lambda: metrics.accuracy(units),
+        preprocess=signature.preprocess,
+        signature=signature,
+    )
+    results, model = train.train_model(task, dataset, config=config, strategy=strategy)
+    print(
+        f"Pruned: {pruning.sparsity(model):.1%} of the kernels' weights are zero; test accuracy "
+        f"{results['test_accuracy']:.2%}."
+    )
     return results
+
+
+def write_keras_quantized(run, signature, out):
+    """<out>/int8.keras and int4.keras: the run's model with Keras' quantized kernels. A
+    subclassed model (models.BigModel) makes its layers in its constructor, so Keras
+    cannot rebuild them quantized on loading: its functional copy (the same layers,
+    traced by one call of `model.call`) is quantized instead, and loads anywhere."""
+    path = run.path("model.keras")
+    model = keras.saving.load_model(path)
+    with tempfile.TemporaryDirectory(prefix="recipes-compress-") as folder:
+        if not hasattr(model, "output_shape"):  # Functional and Sequential models know theirs.
+            inputs = keras.Input(
+                signature.preprocess(tf.zeros([1, *signature.input_shape], signature.input_dtype)).shape[1:]
+            )
+            path = os.path.join(folder, "functional.keras")
+            keras.Model(inputs, model.call(inputs, training=False), name=model.name).save(path)
+        for mode in compression.KERAS_MODES:
+            run_dir.write_atomically(
+                os.path.join(out, f"{mode}.keras"), None, write=compression.quantize(path, mode).save
+            )
 
 
 def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequency):
     """Every variant into <run>/compressed/, measured; returns compression.json's dict."""
     signature = run.signature()
     out = run.path("compressed")
-    prune(config, strategy, run, dataset, signature, sparsity=sparsity, pruning_steps=pruning_steps,
-          frequency=frequency)
+    outputs = ["pruned.keras", *(f"{mode}.keras" for mode in compression.KERAS_MODES)]
+    outputs += [f"{variant}.tflite" for variant in serving.LITERT_VARIANTS]
+    run_dir.check_output_files(out, [*outputs, "compression.png", "compression.json"])  # Before pruning.
+    prune(
+        config,
+        strategy,
+        run,
+        dataset,
+        signature,
+        sparsity=sparsity,
+        pruning_steps=pruning_steps,
+        frequency=frequency,
+    )
     if not strategies.is_chief(strategy):
         return None  # The other workers helped prune; the chief converts and measures.
+    write_variants(config, run, dataset, signature, out)
+    rows = measure_variants(run, dataset, signature, out)
+    report = {
+        "run": run.model_dir,
+        "recipe": run.recipe,
+        "data": dataset.describe(),
+        "sparsity": sparsity,
+        "pruning_steps": pruning_steps,
+        "finetune_steps": config.train_steps - pruning_steps,
+        "variants": rows,
+    }
+    run_dir.write_atomically(
+        os.path.join(out, "compression.png"),
+        compression.figure_png(rows, f"{run.recipe}: size against accuracy ({dataset.describe()})"),
+    )
+    run_dir.write_atomically(os.path.join(out, "compression.json"), json.dumps(report, indent=2))
+    print(compression.table(rows))
+    print(f"Wrote {out}")
+    return report
+
+
+def write_variants(config, run, dataset, signature, out):
+    """<out>/pruned.keras (the pruning run's model), int8.keras and int4.keras, and the
+    LiteRT files, the pruned ones from the pruning run in `config.model_dir`."""
     calibration = dataset.arrays("train", limit=serving.CALIBRATION_EXAMPLES)[0]
-    run_dir.write_atomically(os.path.join(out, "pruned.keras"), None, write=lambda path: tf.io.gfile.copy(
-        os.path.join(config.model_dir, "model.keras"), path, overwrite=True))
-    for mode in compression.KERAS_MODES:
-        run_dir.write_atomically(os.path.join(out, f"{mode}.keras"), None,
-                                 write=compression.quantize(run.path("model.keras"), mode).save)
+    run_dir.write_atomically(
+        os.path.join(out, "pruned.keras"),
+        None,
+        write=lambda path: tf.io.gfile.copy(
+            os.path.join(config.model_dir, "model.keras"), path, overwrite=True
+        ),
+    )
+    write_keras_quantized(run, signature, out)
     for variant in serving.LITERT_VARIANTS:
-        source = os.path.join(config.model_dir if variant.startswith("pruned") else run.model_dir,
-                              "saved_model")
+        source = os.path.join(
+            config.model_dir if variant.startswith("pruned") else run.model_dir, "saved_model"
+        )
         tflite = serving.to_litert(source, variant, representative=calibration)
         run_dir.write_atomically(os.path.join(out, f"{variant}.tflite"), tflite)
 
-    # Measured on the test split, each with the runtime that would serve it.
+
+def measure_variants(run, dataset, signature, out):
+    """A row per variant (`compression.measure`), the run's own model.keras first: each
+    measured on the test split with the runtime that would serve it."""
     x_test, y_test = dataset.arrays("test")
     reference = serving.load(run.path("model.keras"), signature)
     reference_classes = reference.predict(x_test)["classes"]
     float_sparsity = pruning.sparsity(keras.saving.load_model(run.path("model.keras")))
     pruned_sparsity = pruning.sparsity(keras.saving.load_model(os.path.join(out, "pruned.keras")))
-    rows = [compression.measure(name, serving.load(path, signature), x_test, y_test,
-                                reference_classes, pruned_sparsity if "pruned" in name else float_sparsity)
-            for name, path in [("model.keras", run.path("model.keras"))] + [
-                (name, os.path.join(out, name)) for name in
-                [f"{mode}.keras" for mode in compression.KERAS_MODES] + ["pruned.keras"] +
-                [f"{variant}.tflite" for variant in serving.LITERT_VARIANTS]]]
-    report = {"run": run.model_dir, "recipe": run.recipe, "data": dataset.describe(),
-              "sparsity": sparsity, "pruning_steps": pruning_steps, "finetune_steps":
-              config.train_steps - pruning_steps, "variants": rows}
-    run_dir.write_atomically(os.path.join(out, "compression.png"), compression.figure_png(
-        rows, f"{run.recipe}: size against accuracy ({dataset.describe()})"))
-    run_dir.write_atomically(os.path.join(out, "compression.json"), json.dumps(report, indent=2))
-    print(compression.table(rows))
-    print(f"Wrote {out}")
-    return report
+    names = (
+        [f"{mode}.keras" for mode in compression.KERAS_MODES]
+        + ["pruned.keras"]
+        + [f"{variant}.tflite" for variant in serving.LITERT_VARIANTS]
+    )
+    return [
+        compression.measure(
+            name,
+            serving.load(path, signature),
+            x_test,
+            y_test,
+            reference_classes,
+            pruned_sparsity if "pruned" in name else float_sparsity,
+        )
+        for name, path in [("model.keras", run.path("model.keras"))]
+        + [(name, os.path.join(out, name)) for name in names]
+    ]
 
 
 def main(argv):
@@ -115,20 +199,32 @@ def main(argv):
     strategy = recipe_flags.strategy_from_flags()
     for name in ("epochs", "train_steps", "early_stopping_patience"):
         if FLAGS[name].present:
-            raise RecipeError(f"--{name} does not apply here: compress trains for --pruning_steps "
-                              "plus --finetune_steps")
+            raise RecipeError(
+                f"--{name} does not apply here: compress trains for --pruning_steps plus --finetune_steps"
+            )
     run = runs.read(FLAGS.model_dir or os.path.join("runs", "mnist"))
     if run.input["outputs"] != "classes":
         raise RecipeError(f"{run.model_dir} is not a classifier run; compression is measured by accuracy")
     # The run's own data by default, so that the model is scored on its own test split.
     dataset = recipe_flags.run_data(run)
-    config = recipe_flags.train_config("compress", **RECIPE_DEFAULTS,
-                                       batch_size=run.metrics.get("global_batch_size", 32))
-    config = dataclasses.replace(config, model_dir=run.path("compressed", "pruning"),
-                                 train_steps=FLAGS.pruning_steps + FLAGS.finetune_steps)
+    config = recipe_flags.train_config(
+        "compress", **RECIPE_DEFAULTS, batch_size=run.metrics.get("global_batch_size", 32)
+    )
+    config = dataclasses.replace(
+        config,
+        model_dir=run.path("compressed", "pruning"),
+        train_steps=FLAGS.pruning_steps + FLAGS.finetune_steps,
+    )
     with run_dir.claim(run.model_dir, strategies.is_chief(strategy)):  # Nothing trains there meanwhile.
-        compress(config, strategy, run, dataset, sparsity=FLAGS.sparsity,
-                 pruning_steps=FLAGS.pruning_steps, frequency=FLAGS.pruning_frequency)
+        compress(
+            config,
+            strategy,
+            run,
+            dataset,
+            sparsity=FLAGS.sparsity,
+            pruning_steps=FLAGS.pruning_steps,
+            frequency=FLAGS.pruning_frequency,
+        )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ inside the model, and reports the test MSE against predicting the training mean:
 
 (a CSV, or x.npy and y.npy / an .npz with y the values; docs/data.md).
 """
+
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
-    from recipes.core import entry
+    from recipes.core.cli import entry
+
     entry.handle_stop_signals()
     entry.set_up_process()
 
@@ -27,9 +29,11 @@ import numpy as np
 from absl import flags
 
 import models
-from recipes.core import data, pipeline, serving, train
-from recipes.core import flags as recipe_flags
+from recipes.core.cli import flags as recipe_flags
+from recipes.core.deploy import serving
 from recipes.core.errors import RecipeError
+from recipes.core.input import data, pipeline
+from recipes.core.training import step, train
 
 FLAGS = flags.FLAGS
 
@@ -46,32 +50,39 @@ def thetas(model):
 
 def run(config, strategy, dataset, mean, std):
     """Fits the line; `mean` and `std` of the rooms turn the thetas back into rooms."""
-    results, model = train.train_model(
-        config, strategy, dataset, models.linear_regression,
-        loss_fn=keras.losses.mean_squared_error, metrics_fn=list,
-        preprocess=lambda x: x, recipe="linreg",
+    task = train.Task(
+        "linreg",
+        models.linear_regression,
+        step.Objective(keras.losses.mean_squared_error),
+        preprocess=lambda x: x,
         extra_metrics={"rooms_mean": mean, "rooms_std": std},
         # Served on rooms as they are (python -m recipes.predict --value=6.5): standardized inside.
-        signature=serving.Signature((1,), "float32", lambda rooms: (rooms - mean) / std, "predictions"))
+        signature=serving.Signature((1,), "float32", lambda rooms: (rooms - mean) / std, "predictions"),
+    )
+    results, model = train.train_model(task, dataset, config=config, strategy=strategy)
     theta0, theta1 = thetas(model)
-    print(f"theta0 = {theta0:.4f}, theta1 = {theta1:.4f} (x standardized); in rooms: price = "
-          f"{theta0 - theta1 * mean / std:.3f} + {theta1 / std:.3f} * rooms ($1000s)")
+    print(
+        f"theta0 = {theta0:.4f}, theta1 = {theta1:.4f} (x standardized); in rooms: price = "
+        f"{theta0 - theta1 * mean / std:.3f} + {theta1 / std:.3f} * rooms ($1000s)"
+    )
     print(f"Test MSE: {results['test_loss']:.3f} ($1000s squared) on {results['num_test_examples']} tracts")
     return {**results, "theta0": theta0, "theta1": theta1}
 
 
 def mean_baseline(dataset):
     """The test MSE of predicting the training split's mean: (mean, MSE), read streaming."""
+
     def moments(split):
         count, total, squares = 0, 0.0, 0.0
         for y in pipeline.records(split, shuffle=False).batch(4096).map(lambda _, example: example[1]):
             y = np.asarray(y, np.float64)
-            count, total, squares = count + y.size, total + y.sum(), squares + (y ** 2).sum()
+            count, total, squares = count + y.size, total + y.sum(), squares + (y**2).sum()
         return count, total, squares
+
     count, total, _ = moments(dataset.train)
     mean = total / count
     count, total, squares = moments(dataset.test)
-    return mean, float((squares - 2 * mean * total + count * mean ** 2) / count)
+    return mean, float((squares - 2 * mean * total + count * mean**2) / count)
 
 
 def run_table(config, strategy, dataset):
@@ -79,21 +90,32 @@ def run_table(config, strategy, dataset):
     inside the model): the thetas in standardized units, and the test MSE against
     predicting the training mean."""
     if dataset.x_spec.shape.rank != 1 or dataset.y_spec.shape.num_elements() != 1:
-        raise RecipeError(f"{dataset.name} holds examples of shape {dataset.x_spec.shape.as_list()} and "
-                          f"values of shape {dataset.y_spec.shape.as_list()}; linear regression fits one "
-                          "value on a row of features")
+        raise RecipeError(
+            f"{dataset.name} holds examples of shape {dataset.x_spec.shape.as_list()} and "
+            f"values of shape {dataset.y_spec.shape.as_list()}; linear regression fits one "
+            "value on a row of features"
+        )
     names = dataset.train.source.feature_names
     mean, baseline = mean_baseline(dataset)
-    results, model = train.train_model(
-        config, strategy, dataset, lambda: models.linear_regression(dataset.x_spec.shape[0]),
-        loss_fn=keras.losses.mean_squared_error, metrics_fn=list, recipe="linreg",
-        extra_metrics={"baseline": "the training mean", "baseline_test_mse": baseline})
+    task = train.Task(
+        "linreg",
+        lambda: models.linear_regression(dataset.x_spec.shape[0]),
+        step.Objective(keras.losses.mean_squared_error),
+        extra_metrics={"baseline": "the training mean", "baseline_test_mse": baseline},
+    )
+    results, model = train.train_model(task, dataset, config=config, strategy=strategy)
     kernel, bias = model.get_layer("theta").get_weights()
-    print(f"theta0 = {float(bias[0]):.4f}; theta (features standardized): " + ", ".join(
-        f"{name}={float(w):.4f}" for name, w in zip(names or range(1, len(kernel) + 1), kernel[:, 0])))
-    print(f"Test MSE: {results['test_loss']:.4f} on {results['num_test_examples']:,} rows, against "
-          f"{baseline:.4f} for predicting the training mean {mean:.4g} "
-          f"(R^2 = {1 - results['test_loss'] / baseline:.3f})")
+    print(
+        f"theta0 = {float(bias[0]):.4f}; theta (features standardized): "
+        + ", ".join(
+            f"{name}={float(w):.4f}" for name, w in zip(names or range(1, len(kernel) + 1), kernel[:, 0])
+        )
+    )
+    print(
+        f"Test MSE: {results['test_loss']:.4f} on {results['num_test_examples']:,} rows, against "
+        f"{baseline:.4f} for predicting the training mean {mean:.4g} "
+        f"(R^2 = {1 - results['test_loss'] / baseline:.3f})"
+    )
     return {**results, "theta0": float(bias[0]), "theta": kernel[:, 0].tolist()}
 
 
@@ -111,13 +133,15 @@ def main(argv):
         dataset = recipe_flags.data_from_flags(targets="values")
         print(dataset.describe())
         config = recipe_flags.train_config(
-            "linreg", batch_size=full_batch(dataset.train.num_examples, strategy), **RECIPE_DEFAULTS)
+            "linreg", batch_size=full_batch(dataset.train.num_examples, strategy), **RECIPE_DEFAULTS
+        )
         run_table(config, strategy, dataset)
         return
     recipe_flags.no_data_flags("the Boston housing table (rooms against value), or --data")
     dataset, mean, std = data.load_boston_rooms()
-    config = recipe_flags.train_config("linreg", batch_size=full_batch(len(dataset.x_train), strategy),
-                                       **RECIPE_DEFAULTS)
+    config = recipe_flags.train_config(
+        "linreg", batch_size=full_batch(len(dataset.x_train), strategy), **RECIPE_DEFAULTS
+    )
     run(config, strategy, dataset, mean, std)
 
 

@@ -9,14 +9,17 @@ accuracy is the majority class of the training labels, scored on the test set
 (what a model that ignores the pixels gets: 10% here). README, "LSTM", has the
 measured figures.
 """
+
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
-    from recipes.core import entry
+    from recipes.core.cli import entry
+
     entry.handle_stop_signals()
     entry.set_up_process()
 
 import models
-from recipes.core import data, metrics, train
-from recipes.core import flags as recipe_flags
+from recipes.core.cli import flags as recipe_flags
+from recipes.core.input import data
+from recipes.core.training import metrics, train
 
 RECIPE_DEFAULTS = dict(epochs=20, batch_size=64)
 
@@ -25,13 +28,17 @@ def run(config, strategy, dataset):
     """Trains and evaluates the LSTM; a seam for tests to pass their own parts."""
     dataset = data.as_data(dataset)
     baseline = metrics.majority_class_accuracy(dataset.labels("train"), dataset.labels("test"))
-    results = train.train_classifier(
-        config, strategy, dataset,
+    task = train.Task.classifier(
+        "lstm",
         lambda num_classes: models.lstm_classifier(input_shape=dataset.x_spec.shape, num_classes=num_classes),
-        recipe="lstm",
-        extra_metrics={"baseline": "majority class", "baseline_accuracy": baseline})
-    print(f"Test accuracy {results['test_accuracy']:.2%} against {baseline:.2%} for the majority "
-          "class baseline.")
+        dataset,
+        extra_metrics={"baseline": "majority class", "baseline_accuracy": baseline},
+    )
+    results = train.train_classifier(task, dataset, config=config, strategy=strategy)
+    print(
+        f"Test accuracy {results['test_accuracy']:.2%} against {baseline:.2%} for the majority "
+        "class baseline."
+    )
     return results
 
 

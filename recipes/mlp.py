@@ -7,23 +7,28 @@ like the article: the average training loss of every epoch, then the accuracy.
 Offline, on the embedded MNIST sample (4,500 train / 500 test digits), 5 epochs
 take about 10 s on a 2-core CPU. README, "Two-layer MLP", has the figures.
 """
+
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
-    from recipes.core import entry
+    from recipes.core.cli import entry
+
     entry.handle_stop_signals()
     entry.set_up_process()
 
 import models
-from recipes.core import data, train
-from recipes.core import flags as recipe_flags
+from recipes.core.cli import flags as recipe_flags
+from recipes.core.input import data
+from recipes.core.training import train
 
 
 def run(config, strategy, dataset):
     """Trains and evaluates the MLP; a seam for tests to pass their own parts."""
     dataset = data.as_data(dataset)
-    results = train.train_classifier(
-        config, strategy, dataset,
+    task = train.Task.classifier(
+        "mlp",
         lambda num_classes: models.two_layer_mlp(input_shape=dataset.x_spec.shape, num_classes=num_classes),
-        recipe="mlp")
+        dataset,
+    )
+    results = train.train_classifier(task, dataset, config=config, strategy=strategy)
     steps_per_epoch = results["num_train_examples"] // config.batch_size
     first = results["steps"] // steps_per_epoch - len(results["train_loss_by_epoch"])
     for epoch, loss in enumerate(results["train_loss_by_epoch"], start=first + 1):

@@ -11,8 +11,10 @@ new W = [0.1035220, -0.1957736], new b = 0.3070440. The step itself is the
 shared loop's GradientTape step with plain SGD; each replica gets a copy of the
 one example, so every strategy takes exactly the same step. Under a second.
 """
+
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
-    from recipes.core import entry
+    from recipes.core.cli import entry
+
     entry.handle_stop_signals()
     entry.set_up_process()
 
@@ -24,8 +26,9 @@ import tensorflow as tf
 from absl import flags
 
 import models
-from recipes.core import data, train
-from recipes.core import flags as recipe_flags
+from recipes.core.cli import flags as recipe_flags
+from recipes.core.input import data
+from recipes.core.training import step, train
 
 FLAGS = flags.FLAGS
 
@@ -45,8 +48,13 @@ def worked_step(weights, bias, x, target):
         y = tf.sigmoid(z)
         loss = (target - y) ** 2
     grad_w, grad_b = tape.gradient(loss, [w, b])
-    return {"z": float(z[0, 0]), "y": float(y[0, 0]), "L": float(loss[0, 0]),
-            "dL/dW": grad_w[:, 0].numpy().tolist(), "dL/db": float(grad_b[0])}
+    return {
+        "z": float(z[0, 0]),
+        "y": float(y[0, 0]),
+        "L": float(loss[0, 0]),
+        "dL/dW": grad_w[:, 0].numpy().tolist(),
+        "dL/db": float(grad_b[0]),
+    }
 
 
 def _print(values):
@@ -63,10 +71,14 @@ def run(config, strategy):
     example = data.ArrayData("one example", "sample", x, y, x, y)
     worked = worked_step(WEIGHTS, BIAS, INPUT, TARGET)
     _print(worked)
-    results, model = train.train_model(
-        config, strategy, example, lambda: models.sigmoid_neuron(WEIGHTS, BIAS),
-        loss_fn=keras.losses.mean_squared_error, metrics_fn=list,
-        preprocess=lambda inputs: inputs, recipe="neuron", extra_metrics=worked)
+    task = train.Task(
+        "neuron",
+        lambda: models.sigmoid_neuron(WEIGHTS, BIAS),
+        step.Objective(keras.losses.mean_squared_error),
+        preprocess=lambda inputs: inputs,
+        extra_metrics=worked,
+    )
+    results, model = train.train_model(task, example, config=config, strategy=strategy)
     kernel, bias = model.get_layer("neuron").get_weights()
     new = {"new W": kernel[:, 0].tolist(), "new b": float(bias[0])}
     _print(new)

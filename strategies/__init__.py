@@ -2,22 +2,30 @@
 
     import strategies
     strategy = strategies.get_strategy("mirrored", num_cpu_devices=2)
+    cluster = strategies.ClusterOptions(worker_hosts="host1:2222,host2:2222", task_index=0)
+    strategy = strategies.get_strategy("multi_worker", cluster=cluster)
 
 One small function maps a name to a strategy, in the manner of TF Model
 Garden's `distribute_utils.get_distribution_strategy`. No absl here: the
 recipes turn their flags into these keyword arguments.
 """
+
 import glob
-import json
 import os
-import signal
 import socket
-import subprocess
-import sys
-import threading
+from collections.abc import Callable
 
 import tensorflow as tf
 from absl import logging
+
+from strategies import multi_worker
+from strategies.multi_worker import (
+    CLUSTER_PROGRESS_SECONDS,
+    CLUSTER_TIMEOUT_SECONDS,
+    ClusterOptions,
+    check_hosts,
+    configure_cluster,
+)
 
 NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 ALL_REDUCE_ALGS = ("auto", "nccl", "hierarchical_copy", "ring")
@@ -29,10 +37,6 @@ DEFAULT_STEPS_PER_LOOP = 100
 # Logical CPU devices are for testing multi-replica code; each one is a set of
 # thread pools, and TensorFlow hangs creating a thousand of them.
 MAX_CPU_DEVICES = 64
-# How long a multi-worker run waits for every worker to join, and how often it
-# says whom it waits for.
-CLUSTER_TIMEOUT_SECONDS = 300
-CLUSTER_PROGRESS_SECONDS = 30
 
 
 def configure_cpu_devices(num_cpu_devices):
@@ -49,102 +53,24 @@ def configure_cpu_devices(num_cpu_devices):
     cores take 41 ms instead of 28 (MNIST net, batch 256).
     """
     if not 1 <= num_cpu_devices <= MAX_CPU_DEVICES:
-        raise ValueError(f"num_cpu_devices must be in [1, {MAX_CPU_DEVICES}]; received "
-                         f"{num_cpu_devices}")
+        raise ValueError(f"num_cpu_devices must be in [1, {MAX_CPU_DEVICES}]; received {num_cpu_devices}")
     cpu = tf.config.list_physical_devices("CPU")[0]
     configured = len(tf.config.get_logical_device_configuration(cpu) or [None])
     if num_cpu_devices <= configured:
         return
     try:
         tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices)
+            cpu, [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices
+        )
         if not tf.config.threading.get_intra_op_parallelism_threads():
             tf.config.threading.set_intra_op_parallelism_threads(
-                max(1, (os.cpu_count() or 1) // num_cpu_devices))
+                max(1, (os.cpu_count() or 1) // num_cpu_devices)
+            )
     except RuntimeError:  # TensorFlow is already initialized.
         raise ValueError(
             f"cannot split the CPU into {num_cpu_devices} devices: TensorFlow already "
             f"runs with {configured}; configure devices before any other TensorFlow op"
         ) from None
-
-
-def configure_cluster(worker_hosts=None, task_index=-1):
-    """Makes sure TF_CONFIG describes the cluster, as Model Garden's `configure_cluster`.
-
-    An existing TF_CONFIG wins; otherwise it is written from `worker_hosts`
-    ("host:port,host:port") and this process's `task_index`.
-    """
-    if os.environ.get("TF_CONFIG"):
-        for hosts in _tf_config()["cluster"].values():
-            check_hosts(hosts, "TF_CONFIG")
-        return
-    hosts = [h.strip() for h in (worker_hosts or "").split(",") if h.strip()]
-    if not hosts:
-        raise ValueError(
-            "the multi_worker strategy needs the cluster: set TF_CONFIG, or pass "
-            "worker_hosts=host:port,host:port and task_index=i")
-    check_hosts(hosts, "worker_hosts")
-    if not 0 <= task_index < len(hosts):
-        raise ValueError(
-            f"task_index={task_index} is not a worker of worker_hosts ({len(hosts)} "
-            f"hosts); pass 0 to {len(hosts) - 1}")
-    os.environ["TF_CONFIG"] = json.dumps(
-        {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": task_index}})
-
-
-def check_hosts(hosts, where):
-    """Each of `hosts` must be host:port with the port in [1, 65535], and no two the same."""
-    for host in hosts:
-        name, colon, port = str(host).rpartition(":")
-        if not (colon and name and port.isdigit() and 1 <= int(port) <= 65535):
-            raise ValueError(f"{where}: {host!r} is not host:port with a port in [1, 65535]; "
-                             "pass every worker as host:port, say localhost:12345")
-    duplicates = sorted({host for host in hosts if hosts.count(host) > 1})
-    if duplicates:
-        raise ValueError(f"{where} names {', '.join(duplicates)} more than once; give every "
-                         "worker its own host:port")
-
-
-def _tf_config():
-    try:
-        config = json.loads(os.environ["TF_CONFIG"])
-        if not isinstance(config.get("cluster"), dict):
-            raise ValueError
-        return config
-    except ValueError:
-        raise ValueError('TF_CONFIG is not JSON with a "cluster" of host:port lists; fix or '
-                         "unset it, or pass worker_hosts and task_index") from None
-
-
-def _multi_worker_strategy(options, timeout_seconds):
-    """MultiWorkerMirroredStrategy, created while a watchdog process
-    (`_cluster_watchdog.py`) says every `CLUSTER_PROGRESS_SECONDS` which workers
-    it still waits for, and after `timeout_seconds` ends this process with one
-    line that names them. TensorFlow itself waits an hour without a word, holding
-    the GIL, so that neither a thread nor a Python signal handler can run: SIGTERM
-    and SIGINT get their default action (exit at once; nothing is written yet)."""
-    interval = min(CLUSTER_PROGRESS_SECONDS, timeout_seconds / 2)
-    watchdog = subprocess.Popen(
-        [sys.executable, os.path.join(os.path.dirname(__file__), "_cluster_watchdog.py"),
-         str(os.getpid()), str(timeout_seconds), str(interval), "cluster_timeout_seconds",
-         *_other_hosts(_tf_config())], stdin=subprocess.PIPE)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.signal(signum, signal.SIG_DFL)
-                for signum in (signal.SIGTERM, signal.SIGINT)} if in_main_thread else {}
-    try:
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    finally:
-        watchdog.stdin.close()
-        watchdog.wait()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _other_hosts(config):
-    task = config.get("task", {})
-    hosts, index = config["cluster"].get(task.get("type"), []), task.get("index", 0)
-    me = hosts[index] if 0 <= index < len(hosts) else None
-    return [host for hosts in config["cluster"].values() for host in hosts if host != me]
 
 
 def _gpus(num_gpus):
@@ -160,9 +86,16 @@ def _gpus(num_gpus):
     return gpus[:num_gpus]
 
 
-def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=None,  # noqa: PLR0913
-                 task_index=-1, tpu=None, all_reduce_alg="auto",
-                 cluster_timeout_seconds=CLUSTER_TIMEOUT_SECONDS, on_auto_choice=None):
+def get_strategy(
+    name: str = "auto",
+    *,
+    num_gpus: int = -1,
+    num_cpu_devices: int = 1,
+    all_reduce_alg: str = "auto",
+    tpu: str | None = None,
+    cluster: ClusterOptions | None = None,
+    on_auto_choice: Callable[[str, str], None] | None = None,
+) -> tf.distribute.Strategy:
     """Returns the `tf.distribute.Strategy` called `name`.
 
     Args:
@@ -175,19 +108,17 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
         * `mirrored`: synchronous data parallelism over `num_gpus` GPUs, or
           over `num_cpu_devices` logical CPUs when no GPU is used.
         * `multi_worker`: MultiWorkerMirroredStrategy over the cluster in
-          TF_CONFIG, or in `worker_hosts` and `task_index`.
+          TF_CONFIG, or in `cluster`'s `worker_hosts` and `task_index`.
         * `tpu`: TPUStrategy over the TPU named by `tpu`.
       num_gpus: GPUs to use; -1 means all visible, 0 means none.
       num_cpu_devices: logical CPU devices to split the host CPU into.
-      worker_hosts: "host:port,..." of every worker, for `multi_worker`.
-      task_index: this worker's index in `worker_hosts`.
-      tpu: for `tpu`: "local" (a TPU VM, Colab), a Cloud TPU name, or
-        "grpc://host:port". None: $TPU_NAME if set, else "local".
       all_reduce_alg: how replicas sum gradients, one of `ALL_REDUCE_ALGS`.
         `mirrored` takes nccl (GPUs) or hierarchical_copy; `multi_worker`
         takes ring or nccl (GPUs); auto lets TensorFlow choose.
-      cluster_timeout_seconds: for `multi_worker`, how long to wait for every
-        worker to join before exiting with one line that names the missing ones.
+      tpu: for `tpu`: "local" (a TPU VM, Colab), a Cloud TPU name, or
+        "grpc://host:port". None: $TPU_NAME if set, else "local".
+      cluster: for `multi_worker`, the workers and how long to wait for them
+        (`ClusterOptions`); default: `ClusterOptions()`, the cluster in TF_CONFIG.
       on_auto_choice: for `auto`, called as `on_auto_choice(chosen, reason)` with the
         name of the strategy chosen and why (`auto_choice`); None logs them.
 
@@ -195,29 +126,38 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
       ValueError: for an unknown name, a device count that cannot be met, an
         all-reduce the strategy cannot use, or a TPU that is not there.
     """
-    if name not in NAMES:
-        raise ValueError(
-            f"unknown strategy {name!r}; choose one of: {', '.join(NAMES)}"
-        )
-    if all_reduce_alg not in ALL_REDUCE_ALGS:
-        raise ValueError(f"unknown all-reduce {all_reduce_alg!r}; choose one of: "
-                         f"{', '.join(ALL_REDUCE_ALGS)}")
-    if not cluster_timeout_seconds > 0:
-        raise ValueError(f"cluster_timeout_seconds must be positive; received "
-                         f"{cluster_timeout_seconds}")
+    cluster = cluster or ClusterOptions()
+    _check_arguments(name, all_reduce_alg, cluster)
     configure_cpu_devices(num_cpu_devices)
     if name == "multi_worker":
         # Created before anything initializes TensorFlow's runtime, as it must be.
-        configure_cluster(worker_hosts, task_index)
-        return _multi_worker_strategy(_collective_options(all_reduce_alg, num_gpus),
-                                      cluster_timeout_seconds)
+        configure_cluster(cluster.worker_hosts, cluster.task_index)
+        options = _collective_options(all_reduce_alg, num_gpus)
+        return multi_worker.create_strategy(options, cluster.cluster_timeout_seconds)
     if name == "auto":
         name, why = auto_choice(num_gpus, num_cpu_devices)
         (on_auto_choice or _log_choice)(name, why)
     if name == "tpu":
         _check_all_reduce(all_reduce_alg, "tpu", ())
         return _tpu_strategy(tpu)
-    gpus = _gpus(num_gpus)
+    return _one_host_strategy(name, _gpus(num_gpus), num_cpu_devices, all_reduce_alg)
+
+
+def _check_arguments(name, all_reduce_alg, cluster):
+    if name not in NAMES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of: {', '.join(NAMES)}")
+    if all_reduce_alg not in ALL_REDUCE_ALGS:
+        raise ValueError(
+            f"unknown all-reduce {all_reduce_alg!r}; choose one of: {', '.join(ALL_REDUCE_ALGS)}"
+        )
+    if not cluster.cluster_timeout_seconds > 0:
+        raise ValueError(
+            f"cluster_timeout_seconds must be positive; received {cluster.cluster_timeout_seconds}"
+        )
+
+
+def _one_host_strategy(name, gpus, num_cpu_devices, all_reduce_alg):
+    """The `default`, `one_device` or `mirrored` strategy over `gpus`, else the CPUs."""
     cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:num_cpu_devices]
     _check_all_reduce(all_reduce_alg, name, gpus)
     if name == "default":
@@ -228,9 +168,10 @@ def get_strategy(name="auto", *, num_gpus=-1, num_cpu_devices=1, worker_hosts=No
     # copying the sum back beats TF's default there, a collective all-reduce (MNIST
     # net, batch 256, 2 CPUs: 35 against 41 ms a step without the update).
     default = lambda: None if gpus else tf.distribute.ReductionToOneDevice()
-    cross_device_ops = {"nccl": tf.distribute.NcclAllReduce,
-                        "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
-                        }.get(all_reduce_alg, default)()
+    cross_device_ops = {
+        "nccl": tf.distribute.NcclAllReduce,
+        "hierarchical_copy": tf.distribute.HierarchicalCopyAllReduce,
+    }.get(all_reduce_alg, default)()
     return tf.distribute.MirroredStrategy(devices=gpus or cpus, cross_device_ops=cross_device_ops)
 
 
@@ -262,41 +203,48 @@ def _check_all_reduce(all_reduce_alg, name, gpus):
         raise ValueError(
             f"all_reduce_alg={all_reduce_alg} does not apply to the {name} strategy; "
             "mirrored takes nccl or hierarchical_copy, multi_worker takes ring or nccl, "
-            "the others only auto")
+            "the others only auto"
+        )
     if all_reduce_alg == "nccl" and not gpus:
-        raise ValueError("all_reduce_alg=nccl needs GPUs and none is used; "
-                         "pass all_reduce_alg=auto")
+        raise ValueError("all_reduce_alg=nccl needs GPUs and none is used; pass all_reduce_alg=auto")
 
 
 def _collective_options(all_reduce_alg, num_gpus):
     """MultiWorkerMirroredStrategy's communication options for `all_reduce_alg`."""
     # Listing physical devices does not start the runtime, so MWMS may still follow.
-    gpus = tf.config.list_physical_devices("GPU")[:None if num_gpus < 0 else num_gpus]
+    gpus = tf.config.list_physical_devices("GPU")[: None if num_gpus < 0 else num_gpus]
     _check_all_reduce(all_reduce_alg, "multi_worker", gpus)
     implementation = tf.distribute.experimental.CommunicationImplementation
-    return tf.distribute.experimental.CommunicationOptions(implementation={
-        "auto": implementation.AUTO, "ring": implementation.RING,
-        "nccl": implementation.NCCL}[all_reduce_alg])
+    return tf.distribute.experimental.CommunicationOptions(
+        implementation={
+            "auto": implementation.AUTO,
+            "ring": implementation.RING,
+            "nccl": implementation.NCCL,
+        }[all_reduce_alg]
+    )
 
 
 def tpu_attached():
     """Whether this machine has a TPU: TPU devices, the device files of a TPU VM
     (Colab's TPU runtime is one), or a Cloud TPU named in $TPU_NAME."""
-    return bool(tf.config.list_physical_devices("TPU") or glob.glob("/dev/accel*")
-                or os.environ.get("TPU_NAME"))
+    return bool(
+        tf.config.list_physical_devices("TPU") or glob.glob("/dev/accel*") or os.environ.get("TPU_NAME")
+    )
 
 
 def _tpu_strategy(tpu):
     """TPUStrategy, set up in the documented order: resolver, connect (for a
     remote TPU), initialize the TPU system, strategy."""
     tpu = tpu or os.environ.get("TPU_NAME") or "local"
-    what_to_pass = ("pass tpu=local on a TPU VM or Colab TPU runtime, tpu=NAME for a "
-                    "Cloud TPU, tpu=grpc://host:port for a TPU worker, or pick another "
-                    "strategy")
+    what_to_pass = (
+        "pass tpu=local on a TPU VM or Colab TPU runtime, tpu=NAME for a "
+        "Cloud TPU, tpu=grpc://host:port for a TPU worker, or pick another "
+        "strategy"
+    )
     if tpu.startswith("grpc://"):
         # Connecting to an address where no TPU listens hangs for minutes; a
         # plain TCP probe says within seconds whether anything is there.
-        host, _, port = tpu[len("grpc://"):].rpartition(":")
+        host, _, port = tpu[len("grpc://") :].rpartition(":")
         try:
             socket.create_connection((host, int(port)), timeout=5).close()
         except (OSError, ValueError):
@@ -363,8 +311,11 @@ def is_chief(strategy):
         return True
     if resolver.task_type == "chief":
         return True
-    return resolver.task_type == "worker" and resolver.task_id == 0 and (
-        "chief" not in resolver.cluster_spec().as_dict())
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and ("chief" not in resolver.cluster_spec().as_dict())
+    )
 
 
 def name_of(strategy):
@@ -380,3 +331,27 @@ def name_of(strategy):
     if strategy is tf.distribute.get_strategy():
         return "default"
     return type(strategy).__name__
+
+
+__all__ = [
+    "ALL_REDUCE_ALGS",
+    "CLUSTER_PROGRESS_SECONDS",
+    "CLUSTER_TIMEOUT_SECONDS",
+    "DEFAULT_STEPS_PER_LOOP",
+    "MAX_CPU_DEVICES",
+    "NAMES",
+    "STEPS_PER_LOOP",
+    "ClusterOptions",
+    "auto_choice",
+    "check_hosts",
+    "configure_cluster",
+    "configure_cpu_devices",
+    "fast_mixed_precision",
+    "get_strategy",
+    "is_chief",
+    "mixed_precision_for_capability",
+    "name_of",
+    "num_input_pipelines",
+    "steps_per_loop",
+    "tpu_attached",
+]

@@ -9,6 +9,7 @@ TIMEOUT_S it prints one error line naming them and kills the waiting process.
 It exits as soon as its stdin closes: the parent joined its cluster, or died.
 Pure standard library: it must start in milliseconds, without TensorFlow.
 """
+
 import os
 import select
 import signal
@@ -36,13 +37,16 @@ def main(parent, timeout, interval, option, *hosts):
         waited = time.monotonic() - start
         silent = ", ".join(h for h in hosts if not answers(h)) or "workers that answer but have not joined"
         if waited >= timeout:
-            print(f"error: {silent} did not join the cluster within {option}={timeout:g}; start "
-                  "every worker with the same worker_hosts (or TF_CONFIG), each with its own "
-                  "task_index", file=sys.stderr, flush=True)
+            print(
+                f"error: {silent} did not join the cluster within {option}={timeout:g}; start "
+                "every worker with the same worker_hosts (or TF_CONFIG), each with its own "
+                "task_index",
+                file=sys.stderr,
+                flush=True,
+            )
             os.kill(parent, signal.SIGKILL)  # It cannot run a handler while it waits.
             return 1
-        print(f"Waiting for {silent} to join the cluster ({waited:.0f} s of {timeout:g} s).",
-              flush=True)
+        print(f"Waiting for {silent} to join the cluster ({waited:.0f} s of {timeout:g} s).", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,13 @@ under a device scope stays there, the optimizer creates its slots beside it, and
 running each stage's (or shard's) call under the same scope keeps the compute
 there, with TensorFlow copying activations between devices.
 """
+
 import math
 
 import keras
 import tensorflow as tf
 
+from models import _keras_compat
 from strategies import MAX_CPU_DEVICES, configure_cpu_devices
 
 BALANCES = ("flops", "params")
@@ -36,16 +38,22 @@ def devices(count, num_cpu_devices=None):
     if tf.config.list_physical_devices("GPU"):
         gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
         if count > len(gpus):
-            raise ValueError(f"{count} devices are needed and only {len(gpus)} GPU(s) are visible; "
-                             f"pass {len(gpus)} or fewer")
+            raise ValueError(
+                f"{count} devices are needed and only {len(gpus)} GPU(s) are visible; "
+                f"pass {len(gpus)} or fewer"
+            )
         return gpus[:count]
     if num_cpu_devices is not None and count > num_cpu_devices:
-        raise ValueError(f"{count} devices are needed and num_cpu_devices={num_cpu_devices} "
-                         f"makes {num_cpu_devices}; pass num_cpu_devices={count}, or leave it out "
-                         "and the CPU is split as needed")
+        raise ValueError(
+            f"{count} devices are needed and num_cpu_devices={num_cpu_devices} "
+            f"makes {num_cpu_devices}; pass num_cpu_devices={count}, or leave it out "
+            "and the CPU is split as needed"
+        )
     if count > MAX_CPU_DEVICES:
-        raise ValueError(f"{count} devices are needed and the CPU splits into at most "
-                         f"{MAX_CPU_DEVICES}; pass {MAX_CPU_DEVICES} or fewer")
+        raise ValueError(
+            f"{count} devices are needed and the CPU splits into at most "
+            f"{MAX_CPU_DEVICES}; pass {MAX_CPU_DEVICES} or fewer"
+        )
     configure_cpu_devices(max(count, num_cpu_devices or 1))
     return [d.name for d in tf.config.list_logical_devices("CPU")][:count]
 
@@ -57,8 +65,10 @@ def layer_stack(model):
         return list(model.layers)
     if callable(getattr(model, "layer_stack", None)):
         return list(model.layer_stack())
-    raise ValueError(f"model parallelism splits a stack of layers, and {model.name} "
-                     f"({type(model).__name__}) is neither a keras.Sequential nor has layer_stack()")
+    raise ValueError(
+        f"model parallelism splits a stack of layers, and {model.name} "
+        f"({type(model).__name__}) is neither a keras.Sequential nor has layer_stack()"
+    )
 
 
 def layer_costs(stack, input_shape, balance="flops"):
@@ -75,8 +85,12 @@ def layer_costs(stack, input_shape, balance="flops"):
         kernel = getattr(layer, "kernel", None)
         if balance == "params" or not params:
             costs.append(params)
-        elif isinstance(layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                                keras.layers.Conv3D)) and kernel is not None:
+        elif (
+            isinstance(
+                layer, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+            )
+            and kernel is not None
+        ):
             # One multiply-add per kernel element at every output position.
             positions = math.prod(shape[1:-1]) if len(shape) > 2 else 1
             costs.append(2 * math.prod(kernel.shape) * positions)
@@ -92,8 +106,10 @@ def partition(costs, num_stages):
     fewer layers with a cost than stages."""
     weighted = [i for i, cost in enumerate(costs) if cost]
     if num_stages > len(weighted):
-        raise ValueError(f"{num_stages} stages are more than the {len(weighted)} layers with weights "
-                         f"the model has; pass at most {len(weighted)}")
+        raise ValueError(
+            f"{num_stages} stages are more than the {len(weighted)} layers with weights "
+            f"the model has; pass at most {len(weighted)}"
+        )
     # Cuts go just before a weighted layer (not the first), so every stage has one;
     # a layer without weights goes with the weighted layer before it.
     cuts = weighted[1:]
@@ -122,18 +138,12 @@ def place(layer, device):
     """Moves `layer`'s variables to `device`.
 
     Keras 3 has no public way to move a variable, so each Keras variable is given a
-    new `tf.Variable` on `device` holding its value. The Keras variable keeps its
-    identity and path: checkpoints, `model.keras` and the optimizer (which creates
-    its slots beside the variable's value) see the same variables as before.
-    `tests/test_model_parallel.py` fails if Keras renames `_value`."""
+    new `tf.Variable` on `device` holding its value (`_keras_compat.move_variable`).
+    The Keras variable keeps its identity and path: checkpoints, `model.keras` and the
+    optimizer (which creates its slots beside the variable's value) see the same
+    variables as before."""
     for variable in layer.variables:
-        place_variable(variable, device)
-
-
-def place_variable(variable, device):
-    """Moves one Keras variable's value to `device` (see `place`)."""
-    with tf.device(device):
-        variable._value = tf.Variable(variable.value, trainable=variable.trainable, name=variable.name)
+        _keras_compat.move_variable(variable, device)
 
 
 def device_of(variable):
@@ -167,8 +177,9 @@ class Pipeline:
       jit_compile: XLA-compile each stage on its device (with its gradient).
     """
 
-    def __init__(self, model, devices, num_microbatches=1, balance="flops", input_shape=None,
-                 jit_compile=True):
+    def __init__(
+        self, model, devices, num_microbatches=1, balance="flops", input_shape=None, jit_compile=True
+    ):
         if num_microbatches < 1:
             raise ValueError(f"num_microbatches must be at least 1. Received: {num_microbatches}")
         stack = layer_stack(model)
@@ -184,11 +195,13 @@ class Pipeline:
             shares.append(any(id(v) in placed for v in variables))
             for variable in variables:
                 if id(variable) not in placed:
-                    place_variable(variable, device)
+                    _keras_compat.move_variable(variable, device)
                     placed.add(id(variable))
         # XLA cannot read a variable on another device: a stage that shares one runs as a graph.
-        self._calls = [compiled(self._stage_function(layers), jit_compile and not shared)
-                       for (layers, _), shared in zip(self.stages, shares)]
+        self._calls = [
+            compiled(self._stage_function(layers), jit_compile and not shared)
+            for (layers, _), shared in zip(self.stages, shares)
+        ]
 
     @staticmethod
     def _stage_function(layers):
@@ -196,6 +209,7 @@ class Pipeline:
             for layer in layers:
                 x = layer(x, training=training)
             return x
+
         return stage
 
     @property
@@ -223,14 +237,14 @@ class Pipeline:
         """One line per stage: its device, layers and cost."""
         lines, index = [], 0
         for layers, device in self.stages:
-            cost = sum(self.costs[index:index + len(layers)])
+            cost = sum(self.costs[index : index + len(layers)])
             index += len(layers)
             lines.append(f"{short_name(device)}: {', '.join(layer.name for layer in layers)} ({cost:,})")
         return lines
 
 
 def short_name(device):
-    """"/job:localhost/replica:0/task:0/device:CPU:1" -> "CPU:1"."""
+    """ "/job:localhost/replica:0/task:0/device:CPU:1" -> "CPU:1"."""
     return device.rsplit("device:", 1)[-1]
 
 
@@ -245,8 +259,9 @@ def memory_by_device(model, optimizer):
         for variable in variables:
             value = variable.value
             for component in getattr(value, "values", None) or (value,):
-                entry = usage.setdefault(short_name(device_of(component)), {"parameter_bytes": 0,
-                                                                        "optimizer_bytes": 0})
+                entry = usage.setdefault(
+                    short_name(device_of(component)), {"parameter_bytes": 0, "optimizer_bytes": 0}
+                )
                 entry[key] += math.prod(component.shape) * component.dtype.size
     for device, entry in usage.items():
         if device.startswith("GPU"):

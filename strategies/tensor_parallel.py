@@ -8,9 +8,11 @@ devices of one host.
 Placement is explicit `tf.device`, as for the pipeline (`strategies/model_parallel.py`
 says why).
 """
+
 import keras
 import tensorflow as tf
 
+from models import _keras_compat
 from strategies.model_parallel import compiled, layer_stack, place
 
 
@@ -50,18 +52,18 @@ class MegatronDense(keras.layers.Layer):
         self.column_kernels, self.column_biases, self.row_kernels = [], [], []
         for i, device in enumerate(self.devices):
             with tf.device(device):
-                self.column_kernels.append(self.add_weight(
-                    (input_shape[-1], width), initializer="zeros", regularizer=self.regularizers[0],
-                    name=f"column_kernel_{i}"))
+                shape = (input_shape[-1], width)
+                self.column_kernels.append(self._zeros(shape, f"column_kernel_{i}", self.regularizers[0]))
                 if self.use_bias[0]:
-                    self.column_biases.append(self.add_weight((width,), initializer="zeros",
-                                                              name=f"column_bias_{i}"))
-                self.row_kernels.append(self.add_weight(
-                    (width, self.units[1]), initializer="zeros", regularizer=self.regularizers[1],
-                    name=f"row_kernel_{i}"))
+                    self.column_biases.append(self._zeros((width,), f"column_bias_{i}"))
+                shape = (width, self.units[1])
+                self.row_kernels.append(self._zeros(shape, f"row_kernel_{i}", self.regularizers[1]))
         with tf.device(self.devices[0]):
-            self.row_bias = (self.add_weight((self.units[1],), initializer="zeros", name="row_bias")
-                             if self.use_bias[1] else None)
+            self.row_bias = self._zeros((self.units[1],), "row_bias") if self.use_bias[1] else None
+
+    def _zeros(self, shape, name, regularizer=None):
+        """A weight, zeros until `split` sets it."""
+        return self.add_weight(shape, initializer="zeros", regularizer=regularizer, name=name)
 
     def _shard_output(self, x, i, training):
         hidden = keras.ops.matmul(x, self.column_kernels[i])
@@ -115,9 +117,10 @@ def is_transformer_block(layer):
     """Whether `layer` is a pre-LayerNorm transformer block this module splits
     (`models.GPTBlock`): Keras `MultiHeadAttention` as `attention`, a Dense pair
     `intermediate` -> `mlp_output`, LayerNorms `attention_norm` and `mlp_norm`."""
-    return (isinstance(getattr(layer, "attention", None), keras.layers.MultiHeadAttention)
-            and all(hasattr(layer, name) for name in ("attention_norm", "mlp_norm", "intermediate",
-                                                        "mlp_output", "dropout")))
+    return isinstance(getattr(layer, "attention", None), keras.layers.MultiHeadAttention) and all(
+        hasattr(layer, name)
+        for name in ("attention_norm", "mlp_norm", "intermediate", "mlp_output", "dropout")
+    )
 
 
 class MegatronBlock(keras.layers.Layer):
@@ -136,17 +139,17 @@ class MegatronBlock(keras.layers.Layer):
         super().__init__(dtype=block.dtype_policy, **kwargs)
         self.devices = list(devices)
         attention = block.attention
-        self.num_heads, self.head_size = attention._num_heads, attention._key_dim
+        self.num_heads, self.head_size = attention.num_heads, attention.key_dim
         self.intermediate_size, self.hidden_size = block.intermediate.units, block.mlp_output.units
         self.activation = block.intermediate.activation
         for layer in (block.attention_norm, block.mlp_norm):
             place(layer, self.devices[0])
         self.attention_norm, self.mlp_norm, self.dropout = block.attention_norm, block.mlp_norm, block.dropout
-        self.attention_dropout = attention._dropout
+        self.attention_dropout = attention.dropout
         self.attention_dropouts = []
         for device in self.devices:
             with tf.device(device):
-                self.attention_dropouts.append(keras.layers.Dropout(attention._dropout))
+                self.attention_dropouts.append(keras.layers.Dropout(attention.dropout))
         self._attend = compiled(self._heads_output, jit_compile)
         self._mlp = compiled(self._mlp_output, jit_compile)
 
@@ -155,15 +158,20 @@ class MegatronBlock(keras.layers.Layer):
         heads, width = self.num_heads // n, self.intermediate_size // n
         self.shards = []
         projection, bias = (hidden, heads, self.head_size), (heads, self.head_size)
-        shapes = {"query_kernel": projection, "query_bias": bias, "key_kernel": projection, "key_bias": bias,
-                  "value_kernel": projection, "value_bias": bias,
-                  "output_kernel": (heads, self.head_size, self.hidden_size),
-                  "intermediate_kernel": (hidden, width), "intermediate_bias": (width,),
-                  "mlp_kernel": (width, self.hidden_size)}
+        shapes = {}  # In this order: query_kernel, query_bias, key_kernel, ..., mlp_kernel.
+        for name in ("query", "key", "value"):
+            shapes[f"{name}_kernel"], shapes[f"{name}_bias"] = projection, bias
+        shapes["output_kernel"] = (heads, self.head_size, self.hidden_size)
+        shapes["intermediate_kernel"], shapes["intermediate_bias"] = (hidden, width), (width,)
+        shapes["mlp_kernel"] = (width, self.hidden_size)
         for i, device in enumerate(self.devices):
             with tf.device(device):
-                self.shards.append({name: self.add_weight(shape, initializer="zeros", name=f"{name}_{i}")
-                                    for name, shape in shapes.items()})
+                self.shards.append(
+                    {
+                        name: self.add_weight(shape, initializer="zeros", name=f"{name}_{i}")
+                        for name, shape in shapes.items()
+                    }
+                )
         with tf.device(self.devices[0]):
             self.output_bias = self.add_weight((self.hidden_size,), initializer="zeros", name="output_bias")
             self.mlp_bias = self.add_weight((self.hidden_size,), initializer="zeros", name="mlp_bias")
@@ -171,17 +179,19 @@ class MegatronBlock(keras.layers.Layer):
 
     def _heads_output(self, x, i, training):
         ops, shard = keras.ops, self.shards[i]
-        q, k, v = (ops.einsum("btd,dnh->btnh", x, shard[f"{name}_kernel"]) + shard[f"{name}_bias"]
-                   for name in ("query", "key", "value"))
+        q, k, v = (
+            ops.einsum("btd,dnh->btnh", x, shard[f"{name}_kernel"]) + shard[f"{name}_bias"]
+            for name in ("query", "key", "value")
+        )
         positions = ops.arange(ops.shape(x)[1], dtype="int32")
         causal = (positions[:, None] >= positions[None, :])[None, None]
         if self.attention_dropout:  # As Keras' attention with dropout: the weights, explicitly.
-            scores = ops.einsum("bsnh,btnh->bnts", k, q * ops.cast(self.head_size ** -0.5, q.dtype))
+            scores = ops.einsum("bsnh,btnh->bnts", k, q * ops.cast(self.head_size**-0.5, q.dtype))
             weights = ops.softmax(ops.where(causal, scores, ops.cast(-1e9, scores.dtype)), axis=-1)
             weights = self.attention_dropouts[i](weights, training=training)
             attended = ops.einsum("bnts,bsnh->btnh", weights, v)
         else:
-            attended = ops.dot_product_attention(q, k, v, mask=causal, scale=self.head_size ** -0.5)
+            attended = ops.dot_product_attention(q, k, v, mask=causal, scale=self.head_size**-0.5)
         return ops.einsum("btnh,nhd->btd", attended, shard["output_kernel"])
 
     def _mlp_output(self, x, i, training):
@@ -209,15 +219,17 @@ class MegatronBlock(keras.layers.Layer):
     @staticmethod
     def _parts(block):
         """The whole block's split weights: {name: (variable, axis it splits on)}."""
-        attention = block.attention
-        parts = {"output_kernel": (attention._output_dense.kernel, 0),
-                 "intermediate_kernel": (block.intermediate.kernel, 1),
-                 "intermediate_bias": (block.intermediate.bias, 0),
-                 "mlp_kernel": (block.mlp_output.kernel, 0)}
-        for name, dense in (("query", attention._query_dense), ("key", attention._key_dense),
-                            ("value", attention._value_dense)):
+        projections = _keras_compat.attention_projections(block.attention)
+        parts = {
+            "output_kernel": (projections.output.kernel, 0),
+            "intermediate_kernel": (block.intermediate.kernel, 1),
+            "intermediate_bias": (block.intermediate.bias, 0),
+            "mlp_kernel": (block.mlp_output.kernel, 0),
+        }
+        for name in ("query", "key", "value"):
+            dense = getattr(projections, name)
             parts[f"{name}_kernel"], parts[f"{name}_bias"] = (dense.kernel, 1), (dense.bias, 0)
-        return parts, {"output_bias": attention._output_dense.bias, "mlp_bias": block.mlp_output.bias}
+        return parts, {"output_bias": projections.output.bias, "mlp_bias": block.mlp_output.bias}
 
     def split(self, block):
         """Sets the shards from the whole block's weights."""
@@ -250,13 +262,31 @@ def megatron_pairs(stack):
         j = i + 1
         if isinstance(following, keras.layers.Dropout):
             dropout, j = following.rate, i + 2
-        if (isinstance(layer, keras.layers.Dense) and j < len(stack)
-                and isinstance(stack[j], keras.layers.Dense) and _is_elementwise(layer.activation)):
+        if (
+            isinstance(layer, keras.layers.Dense)
+            and j < len(stack)
+            and isinstance(stack[j], keras.layers.Dense)
+            and _is_elementwise(layer.activation)
+        ):
             pairs.append((i, dropout, j))
             i = j + 1
         else:
             i += 1
     return pairs
+
+
+def _check_shards_divide(stack, pairs, blocks, count):
+    """Raises a ValueError unless `count` shards divide every pair's width and every
+    block's heads and MLP width."""
+    widths = [(stack[column].units, f"units of layer {stack[column].name}") for column, _, _ in pairs]
+    for i in blocks:
+        widths += [
+            (stack[i].attention.num_heads, f"attention heads of {stack[i].name}"),
+            (stack[i].intermediate.units, f"MLP units of {stack[i].name}"),
+        ]
+    for width, what in widths:
+        if width % count:
+            raise ValueError(f"{count} shards do not divide the {width} {what}; pass a divisor of {width}")
 
 
 class TensorParallel:
@@ -286,43 +316,44 @@ class TensorParallel:
         self.blocks = [i for i, layer in enumerate(stack) if is_transformer_block(layer)]
         if not self.pairs and not self.blocks:
             raise ValueError(f"{model.name} has no Dense -> Dense pair or transformer block to split")
-        n = len(devices)
-        widths = [(stack[column].units, f"units of layer {stack[column].name}")
-                  for column, _, _ in self.pairs]
-        for i in self.blocks:
-            widths += [(stack[i].attention._num_heads, f"attention heads of {stack[i].name}"),
-                       (stack[i].intermediate.units, f"MLP units of {stack[i].name}")]
-        for width, what in widths:
-            if width % n:
-                raise ValueError(f"{n} shards do not divide the {width} {what}; pass a divisor of {width}")
+        _check_shards_divide(stack, self.pairs, self.blocks, len(devices))
         self.input_shape = tuple(input_shape or model.input_shape[1:])
         self.config = keras.saving.serialize_keras_object(model)
         self.devices = list(devices)
-        layers, i = [], 0
-        by_column = {column: (dropout, row) for column, dropout, row in self.pairs}
-        while i < len(stack):
-            if i in by_column:
-                dropout, row = by_column[i]
-                pair = MegatronDense(stack[i], stack[row], dropout, devices, jit_compile=jit_compile,
-                                     name=f"{stack[i].name}_{stack[row].name}_sharded")
-                layers.append(pair)
-                i = row + 1
-                continue
-            if i in self.blocks:
-                layers.append(MegatronBlock(stack[i], devices, jit_compile, name=f"{stack[i].name}_sharded"))
-            else:
-                place(stack[i], devices[0])  # Unsplit layers live on the first device.
-                layers.append(stack[i])
-            i += 1
+        layers = self._sharded_stack(stack, jit_compile)
         dtype = model.inputs[0].dtype if isinstance(model, keras.Sequential) else (input_dtype or "float32")
-        self.model = keras.Sequential([keras.Input(self.input_shape, dtype=dtype), *layers],
-                                      name=f"{model.name}_tensor_parallel")
+        self.model = keras.Sequential(
+            [keras.Input(self.input_shape, dtype=dtype), *layers], name=f"{model.name}_tensor_parallel"
+        )
         for layer, (column, _, row) in zip(self._split_layers(MegatronDense), self.pairs):
             layer.split(stack[column].get_weights(), stack[row].get_weights())
         for layer, index in zip(self._split_layers(MegatronBlock), self.blocks):
             layer.split(stack[index])
 
     forward = None  # `self.model` is called as it is.
+
+    def _sharded_stack(self, stack, jit_compile):
+        """`stack` with each pair and block replaced by its sharded layer, and the other
+        layers placed on the first device."""
+        layers, i = [], 0
+        by_column = {column: (dropout, row) for column, dropout, row in self.pairs}
+        while i < len(stack):
+            if i in by_column:
+                dropout, row = by_column[i]
+                name = f"{stack[i].name}_{stack[row].name}_sharded"
+                layers.append(
+                    MegatronDense(stack[i], stack[row], dropout, self.devices, jit_compile, name=name)
+                )
+                i = row + 1
+                continue
+            if i in self.blocks:
+                name = f"{stack[i].name}_sharded"
+                layers.append(MegatronBlock(stack[i], self.devices, jit_compile, name=name))
+            else:
+                place(stack[i], self.devices[0])  # Unsplit layers live on the first device.
+                layers.append(stack[i])
+            i += 1
+        return layers
 
     def _split_layers(self, kind):
         return [layer for layer in self.model.layers if isinstance(layer, kind)]
@@ -339,8 +370,9 @@ class TensorParallel:
             whole[column], whole[row] = layer.gathered()
         blocks = dict(zip(self.blocks, self._split_layers(MegatronBlock)))
         in_pairs = {i for column, _, row in self.pairs for i in range(column, row + 1)}
-        others = iter(layer for layer in self.model.layers
-                      if not isinstance(layer, (MegatronDense, MegatronBlock)))
+        others = iter(
+            layer for layer in self.model.layers if not isinstance(layer, (MegatronDense, MegatronBlock))
+        )
         for i, layer in enumerate(layer_stack(plain)):
             if i in whole:
                 layer.set_weights(whole[i])
@@ -352,7 +384,12 @@ class TensorParallel:
 
     def describe(self):
         """One line per split pair or block."""
-        return [f"{layer.name}: Dense({layer.units[0]}) split by columns, Dense({layer.units[1]}) by "
-                f"rows, over {len(self.devices)} devices" for layer in self._split_layers(MegatronDense)] + [
-                f"{layer.name}: {layer.num_heads} heads and an MLP of {layer.intermediate_size} split "
-                f"over {len(self.devices)} devices" for layer in self._split_layers(MegatronBlock)]
+        return [
+            f"{layer.name}: Dense({layer.units[0]}) split by columns, Dense({layer.units[1]}) by "
+            f"rows, over {len(self.devices)} devices"
+            for layer in self._split_layers(MegatronDense)
+        ] + [
+            f"{layer.name}: {layer.num_heads} heads and an MLP of {layer.intermediate_size} split "
+            f"over {len(self.devices)} devices"
+            for layer in self._split_layers(MegatronBlock)
+        ]

@@ -4,6 +4,7 @@ fixtures. Helpers that tests import live in tests/helpers.py.
 The split must happen before TensorFlow initializes, so it runs at import,
 before any test module builds a tensor.
 """
+
 import os
 
 # Tests never touch the network: the data code treats it as down.
@@ -22,7 +23,8 @@ strategies.configure_cpu_devices(SPLIT_CPU_DEVICES)
 
 @pytest.fixture(scope="session")
 def mnist():
-    from recipes.core import data
+    from recipes.core.input import data
+
     return data.load_mnist()
 
 

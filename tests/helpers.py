@@ -1,4 +1,5 @@
 """Helpers the tests share: strategies, fresh processes, and assertions on the CLI's output."""
+
 import copy
 import functools
 import importlib
@@ -7,7 +8,8 @@ import subprocess
 import sys
 
 import strategies
-from recipes.core import data, serving
+from recipes.core.deploy import serving
+from recipes.core.input import data
 
 # What the MNIST recipes' saved_model/ serves: uint8 pixels [N, 28, 28].
 PIXELS = serving.Signature((28, 28), "uint8", data.scale_pixels)
@@ -29,15 +31,21 @@ def shared_strategy(name):
 def run_module(module, *args, timeout=300):
     """Runs `python -m module args` in a fresh process from the repository root."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
 
 
 def run_python(code, timeout=300, env=None):
     """Runs Python `code` in a fresh process (environment `env`, default this one's);
     returns its stripped stdout."""
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip()
 
@@ -78,13 +86,17 @@ def train_mnist_net(config, strategy, dataset):
     import keras
 
     import models
-    from recipes.core import train
+    from recipes.core.training import step, train
 
-    results, _ = train.train_model(
-        config, strategy, dataset, models.mnist_dense,
-        loss_fn=keras.losses.sparse_categorical_crossentropy,
+    task = train.Task(
+        "mnist",
+        models.mnist_dense,
+        step.Objective(keras.losses.sparse_categorical_crossentropy),
         metrics_fn=lambda: [keras.metrics.SparseCategoricalAccuracy("accuracy")],
-        preprocess=data.scale_pixels, recipe="mnist", signature=PIXELS)
+        preprocess=data.scale_pixels,
+        signature=PIXELS,
+    )
+    results, _ = train.train_model(task, dataset, config=config, strategy=strategy)
     return results
 
 
@@ -93,7 +105,7 @@ def run_in_process(module, args, monkeypatch, capfd):
     absl's parsing, one-line errors), in this process; returns (exit code, stdout, stderr)."""
     from absl import flags
 
-    from recipes.core import entry
+    from recipes.core.cli import entry
 
     monkeypatch.setattr(sys, "argv", [module.__file__, *args])
     flags.FLAGS.unparse_flags()
@@ -110,6 +122,7 @@ def run_in_process(module, args, monkeypatch, capfd):
 
 
 def assert_one_error_line(code, err, expected):
-    """Exit 1 and exactly one `error:` line, which holds `expected`."""
+    """Exit 1, no Python traceback, and exactly one `error:` line, which holds `expected`."""
+    assert "Traceback" not in err, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 1 and len(errors) == 1 and expected in errors[0], (code, err[-2000:])

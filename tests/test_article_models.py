@@ -1,5 +1,6 @@
 """The rest of the articles' models: shapes, exact parameter counts, config round
 trips, and the equations the articles write out, checked by hand."""
+
 import json
 
 import keras
@@ -11,8 +12,9 @@ import models
 from recipes import neuron
 from tests.helpers import run_python
 
-BERT_SIZE = dict(vocab_size=100, max_length=16, hidden_size=32, num_layers=2, num_heads=4,
-                 intermediate_size=64)
+BERT_SIZE = dict(
+    vocab_size=100, max_length=16, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64
+)
 # Per block: attention 3 * (32*32 + 32) + (32*32 + 32) = 4,224, two layer norms 128,
 # feed-forward 32*64 + 64 + 64*32 + 32 = 4,192; embeddings 100*32 + 16*32 + 64.
 BERT_ENCODER_PARAMS = 100 * 32 + 16 * 32 + 64 + 2 * (4224 + 128 + 4192)
@@ -24,16 +26,21 @@ def _bert_encoder():
     return encoder
 
 
-@pytest.mark.parametrize("build, input_shape, output_shape, params", [
-    (lambda: models.cnn(), (28, 28, 1), (10,), 421_642),  # Flatten 7*7*64 = 3,136.
-    (lambda: models.cnn(input_shape=(32, 32, 3)), (32, 32, 3), (10,), 545_098),  # 8*8*64 = 4,096.
-    (lambda: models.lstm_classifier(), (28, 28), (10,), 81_674),
-    (lambda: models.two_layer_mlp(), (28, 28), (10,), 407_050),
-    (lambda: models.linear_regression(), (1,), (1,), 2),
-    (lambda: models.sigmoid_neuron(), (2,), (1,), 3),
-], ids=["cnn_mnist", "cnn_cifar10", "lstm", "mlp", "linear_regression", "sigmoid_neuron"])
-def test_functional_models_shape_parameter_count_and_config_round_trip(build, input_shape, output_shape,
-                                                                        params):
+@pytest.mark.parametrize(
+    "build, input_shape, output_shape, params",
+    [
+        (lambda: models.cnn(), (28, 28, 1), (10,), 421_642),  # Flatten 7*7*64 = 3,136.
+        (lambda: models.cnn(input_shape=(32, 32, 3)), (32, 32, 3), (10,), 545_098),  # 8*8*64 = 4,096.
+        (lambda: models.lstm_classifier(), (28, 28), (10,), 81_674),
+        (lambda: models.two_layer_mlp(), (28, 28), (10,), 407_050),
+        (lambda: models.linear_regression(), (1,), (1,), 2),
+        (lambda: models.sigmoid_neuron(), (2,), (1,), 3),
+    ],
+    ids=["cnn_mnist", "cnn_cifar10", "lstm", "mlp", "linear_regression", "sigmoid_neuron"],
+)
+def test_functional_models_shape_parameter_count_and_config_round_trip(
+    build, input_shape, output_shape, params
+):
     model = build()
     assert model.count_params() == params
     x = np.random.default_rng(0).random((3,) + input_shape, dtype=np.float32)
@@ -43,14 +50,20 @@ def test_functional_models_shape_parameter_count_and_config_round_trip(build, in
     assert json.dumps(clone.get_config(), default=str) == json.dumps(model.get_config(), default=str)
 
 
-@pytest.mark.parametrize("head, params, output_shape", [
-    (None, BERT_ENCODER_PARAMS, (16, 32)),
-    ("pretrainer", BERT_ENCODER_PARAMS + (32 * 32 + 32) + 64 + (32 * 100 + 100), (16, 100)),
-    ("classifier", BERT_ENCODER_PARAMS + 32 * 3 + 3, (3,)),
-])
+@pytest.mark.parametrize(
+    "head, params, output_shape",
+    [
+        (None, BERT_ENCODER_PARAMS, (16, 32)),
+        ("pretrainer", BERT_ENCODER_PARAMS + (32 * 32 + 32) + 64 + (32 * 100 + 100), (16, 100)),
+        ("classifier", BERT_ENCODER_PARAMS + 32 * 3 + 3, (3,)),
+    ],
+)
 def test_bert_models_shape_parameter_count_and_config_round_trip(head, params, output_shape):
-    model = {None: lambda e: e, "pretrainer": models.BertPretrainer,
-             "classifier": lambda e: models.BertClassifier(e, num_classes=3)}[head](_bert_encoder())
+    model = {
+        None: lambda e: e,
+        "pretrainer": models.BertPretrainer,
+        "classifier": lambda e: models.BertClassifier(e, num_classes=3),
+    }[head](_bert_encoder())
     model.build((None, 16))
     assert model.count_params() == params
     ids = np.random.default_rng(0).integers(1, 100, (2, 16))
@@ -69,14 +82,17 @@ def test_bert_classifier_round_trips_through_model_keras_in_a_fresh_process(tmp_
     model.save(tmp_path / "model.keras")
     np.save(tmp_path / "ids.npy", ids)
     np.save(tmp_path / "expected.npy", expected)
-    assert run_python(f"""
+    assert (
+        run_python(f"""
 import keras, numpy as np
 import models
 model = keras.models.load_model("{tmp_path}/model.keras")
 assert isinstance(model, models.BertClassifier) and isinstance(model.encoder, models.BertEncoder)
 np.testing.assert_allclose(model(np.load("{tmp_path}/ids.npy")), np.load("{tmp_path}/expected.npy"), atol=1e-5)
 print("ok")
-""") == "ok"
+""")
+        == "ok"
+    )
 
 
 def _sigmoid(z):
@@ -93,8 +109,11 @@ def test_one_lstm_cell_step_follows_the_articles_gate_equations():
     output, (h_next, c_next) = cell(x, [h, c])
 
     W, U, b = (np.asarray(v) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
-    gate = lambda k: x @ W[:, k * units:(k + 1) * units] + h @ U[:, k * units:(k + 1) * units] \
-        + b[k * units:(k + 1) * units]  # noqa: E731 - Keras' order: i, f, c~, o.
+    gate = lambda k: (
+        x @ W[:, k * units : (k + 1) * units]
+        + h @ U[:, k * units : (k + 1) * units]
+        + b[k * units : (k + 1) * units]
+    )  # noqa: E731 - Keras' order: i, f, c~, o.
     i, f, candidate, o = _sigmoid(gate(0)), _sigmoid(gate(1)), np.tanh(gate(2)), _sigmoid(gate(3))
     c_expected = f * c + i * candidate
     h_expected = o * np.tanh(c_expected)
@@ -113,8 +132,7 @@ def test_bert_attention_is_softmax_of_q_k_over_sqrt_dk_times_v():
     got = np.asarray(attention(x, x, attention_mask=mask))
 
     weights = {w.path.split("/")[-2] + "/" + w.path.split("/")[-1]: np.asarray(w) for w in attention.weights}
-    project = lambda name: np.einsum("bld,dhk->blhk", x, weights[f"{name}/kernel"]) \
-        + weights[f"{name}/bias"]  # noqa: E731
+    project = lambda name: np.einsum("bld,dhk->blhk", x, weights[f"{name}/kernel"]) + weights[f"{name}/bias"]  # noqa: E731
     q, k, v = project("query"), project("key"), project("value")  # [B, L, heads, d_k]
     d_k = q.shape[-1]
     scores = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(d_k)
@@ -122,8 +140,10 @@ def test_bert_attention_is_softmax_of_q_k_over_sqrt_dk_times_v():
     probabilities = np.exp(scores - scores.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
     heads = np.einsum("bhqk,bkhd->bqhd", probabilities, v)
-    expected = np.einsum("bqhd,hdo->bqo", heads, weights["attention_output/kernel"]) \
+    expected = (
+        np.einsum("bqhd,hdo->bqo", heads, weights["attention_output/kernel"])
         + weights["attention_output/bias"]
+    )
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
@@ -148,7 +168,12 @@ def test_numpy_two_layer_net_gradients_match_gradient_tape():
 
 def test_the_hand_worked_neuron_step_gives_the_articles_figures():
     worked = neuron.worked_step([0.1, -0.2], 0.3, neuron.INPUT, neuron.TARGET)
-    expected = {"z": 0.23, "y": 0.5572479, "L": 0.0203782,
-                "dL/dW": [-0.0352202, -0.0422642], "dL/db": -0.0704404}
+    expected = {
+        "z": 0.23,
+        "y": 0.5572479,
+        "L": 0.0203782,
+        "dL/dW": [-0.0352202, -0.0422642],
+        "dL/db": -0.0704404,
+    }
     for name, value in expected.items():
         np.testing.assert_allclose(worked[name], value, atol=1e-6, err_msg=name)

@@ -1,6 +1,7 @@
 """The other articles' recipes: one or two steps of each under both strategies, and
 what each must show (CNN floor, BERT pre-training, linear regression against the
 closed form, the neuron's figures, the MLP's report)."""
+
 import dataclasses
 import functools
 import json
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from recipes import bert, cnn, linreg, lstm, mlp, neuron
-from recipes.core import data, text
-from recipes.core.config import TrainConfig
+from recipes.core.input import data
+from recipes.core.nlp import text
+from recipes.core.training.config import TrainConfig
 from tests.helpers import run_module, run_python, shared_strategy
 
 
@@ -23,8 +25,10 @@ def _small_text():
 def _run_two_steps(name, config, strategy, mnist):
     if name == "bert":
         pretraining, fine_tuning, tokenizer = _small_text()
-        return bert.run(config, strategy, pretraining, fine_tuning, tokenizer, pretrain_epochs=1,
-                        hidden_size=16, num_layers=1, num_heads=2), fine_tuning.x_test[:4]
+        sizes = dict(hidden_size=16, num_layers=1, num_heads=2)
+        return bert.run(
+            config, strategy, pretraining, fine_tuning, tokenizer, sizes=sizes, pretrain_epochs=1
+        ), fine_tuning.x_test[:4]
     if name == "linreg":
         dataset, mean, std = data.load_boston_rooms()
         return linreg.run(config, strategy, dataset, mean, std), dataset.x_test[:4]
@@ -48,8 +52,11 @@ print("ok")
 # The fast tier keeps three recipes under `default`; `mirrored` (covered in the fast tier
 # by test_train.py and test_step.py) and the others run in the full suite.
 @pytest.mark.parametrize("strategy_name", ["default", pytest.param("mirrored", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("name", ["cnn", "linreg", "neuron"] + [
-    pytest.param(name, marks=pytest.mark.slow) for name in ("lstm", "mlp", "bert")])
+@pytest.mark.parametrize(
+    "name",
+    ["cnn", "linreg", "neuron"]
+    + [pytest.param(name, marks=pytest.mark.slow) for name in ("lstm", "mlp", "bert")],
+)
 def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy_name, name, mnist):
     strategy = shared_strategy(strategy_name)
     config = TrainConfig(model_dir=str(tmp_path), batch_size=16, train_steps=2)
@@ -61,6 +68,7 @@ def test_two_steps_of_each_recipe_under_each_strategy(tmp_path, strategy_name, n
     assert json.load(open(tmp_path / "metrics.json"))["recipe"] == name
     if strategy.num_replicas_in_sync == 1:  # The saved model, in a fresh process, predicts the same.
         import keras
+
         model = keras.models.load_model(tmp_path / "model.keras")
         np.save(tmp_path / "x.npy", x)
         np.save(tmp_path / "y.npy", np.asarray(model(x)))
@@ -76,8 +84,14 @@ def test_lstm_reports_the_majority_class_baseline(tmp_path, mnist):
 
 def test_linear_regression_reaches_the_closed_form_least_squares_line(tmp_path, strategy):
     dataset, mean, std = data.load_boston_rooms()
-    config = TrainConfig(model_dir=str(tmp_path), batch_size=len(dataset.x_train), optimizer="sgd",
-                               learning_rate=0.1, epochs=100, checkpoint_steps=100)
+    config = TrainConfig(
+        model_dir=str(tmp_path),
+        batch_size=len(dataset.x_train),
+        optimizer="sgd",
+        learning_rate=0.1,
+        epochs=100,
+        checkpoint_steps=100,
+    )
     results = linreg.run(config, strategy, dataset, mean, std)
     design = np.hstack([np.ones_like(dataset.x_train), dataset.x_train]).astype(np.float64)
     (theta0, theta1), *_ = np.linalg.lstsq(design, dataset.y_train[:, 0].astype(np.float64), rcond=None)
@@ -87,15 +101,26 @@ def test_linear_regression_reaches_the_closed_form_least_squares_line(tmp_path, 
     assert results["test_loss"] == pytest.approx(np.mean((predictions - dataset.y_test[:, 0]) ** 2), rel=1e-4)
 
 
-@pytest.mark.parametrize("flags", [[], ["--strategy=mirrored", "--num_cpu_devices=2"]], ids=["default", "mirrored"])
+@pytest.mark.parametrize(
+    "flags", [[], ["--strategy=mirrored", "--num_cpu_devices=2"]], ids=["default", "mirrored"]
+)
 @pytest.mark.slow
 def test_neuron_command_prints_the_articles_figures(tmp_path, flags):
     done = run_module("recipes.neuron", f"--model_dir={tmp_path}", *flags)
     assert done.returncode == 0, done.stderr[-3000:]
-    printed = {m[0]: [float(v) for v in m[1].strip("[]").split(",")]
-               for m in re.findall(r"^\s*(z|y|L|dL/dW|dL/db|new W|new b) = (.+)$", done.stdout, re.M)}
-    expected = {"z": [0.23], "y": [0.5572479], "L": [0.0203782], "dL/dW": [-0.0352202, -0.0422642],
-                "dL/db": [-0.0704404], "new W": [0.1035220, -0.1957736], "new b": [0.3070440]}
+    printed = {
+        m[0]: [float(v) for v in m[1].strip("[]").split(",")]
+        for m in re.findall(r"^\s*(z|y|L|dL/dW|dL/db|new W|new b) = (.+)$", done.stdout, re.M)
+    }
+    expected = {
+        "z": [0.23],
+        "y": [0.5572479],
+        "L": [0.0203782],
+        "dL/dW": [-0.0352202, -0.0422642],
+        "dL/db": [-0.0704404],
+        "new W": [0.1035220, -0.1957736],
+        "new b": [0.3070440],
+    }
     assert printed.keys() == expected.keys()
     for name, values in expected.items():
         np.testing.assert_allclose(printed[name], values, atol=1e-6, err_msg=name)
@@ -140,8 +165,13 @@ def test_bert_pretrains_on_your_own_text_file(tmp_path):
     import logging
 
     (tmp_path / "own.txt").write_text("\n".join(inspect.getsource(m) for m in (argparse, logging)))
-    done = run_module("recipes.bert", f"--data={tmp_path / 'own.txt'}", f"--model_dir={tmp_path / 'run'}",
-                      "--pretrain_epochs=3", "--epochs=1")
+    done = run_module(
+        "recipes.bert",
+        f"--data={tmp_path / 'own.txt'}",
+        f"--model_dir={tmp_path / 'run'}",
+        "--pretrain_epochs=3",
+        "--epochs=1",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     pretrained = json.load(open(tmp_path / "run" / "pretrain" / "metrics.json"))
     assert pretrained["input"]["spec"]["data"] == str(tmp_path / "own.txt")

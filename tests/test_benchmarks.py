@@ -1,6 +1,7 @@
 """The benchmarks' denominators: FLOPs counted from the model, the CPU's theoretical
 peak from its facts, and a matmul limit taken over every kernel; and that the GPU probe
 and the step bound count the same FLOPs as the suite (no timing asserted)."""
+
 import os
 
 import keras
@@ -23,8 +24,13 @@ def test_training_flops_are_counted_from_the_layers_without_the_input_gradient()
 
 
 CLOCKS = [  # flags, model name, cpufreq's maximum, the peak, how it says it was worked out.
-    ("fpu avx2 fma avx512f", "Intel(R) Xeon(R) Processor @ 2.50GHz", None, 320.0,
-     "16 float32 lanes (AVX-512)"),
+    (
+        "fpu avx2 fma avx512f",
+        "Intel(R) Xeon(R) Processor @ 2.50GHz",
+        None,
+        320.0,
+        "16 float32 lanes (AVX-512)",
+    ),
     ("fpu avx2 fma", "AMD EPYC 7B12", None, 2 * 2.25 * 8 * 2 * 2, "the highest current clock of any core"),
     # The highest clock reported wins: cpufreq's maximum over a VM's nominal clock.
     ("fpu avx2 fma", "AMD EPYC 7B12 @ 2.00GHz", 3.3, 2 * 3.3 * 8 * 2 * 2, "cpuinfo_max_freq"),
@@ -34,7 +40,8 @@ CLOCKS = [  # flags, model name, cpufreq's maximum, the peak, how it says it was
 
 @pytest.mark.parametrize("flags, model, max_ghz, peak, how", CLOCKS)
 def test_the_theoretical_peak_comes_from_cores_lanes_fma_and_the_highest_clock(
-        monkeypatch, flags, model, max_ghz, peak, how):
+    monkeypatch, flags, model, max_ghz, peak, how
+):
     info = {"flags": flags, "model name": model, "cpu MHz": "2250.000"}
     monkeypatch.setattr(hardware, "_cpuinfo", lambda: info)
     monkeypatch.setattr(hardware, "_cpufreq_max_ghz", lambda: max_ghz)
@@ -50,10 +57,13 @@ def test_a_peak_below_the_measured_limit_is_unknown_and_mfu_is_against_the_limit
     assert hardware.peak_and_bound(100.0, 332.8) == (332.8, 332.8, "")
     peak, bound, note = hardware.peak_and_bound(237.0, 166.4)
     assert (peak, bound) == (None, 237.0)
-    machine = {"matmul_limit_gflops": {"float32": 237.0},
-               "matmul_gflops": {"float32": {"numpy": {1024: 237.0}}},
-               "theoretical_peak_gflops": {"float32": peak}, "peak_notes": {"float32": note},
-               "theoretical_peak_how": "2 cores x 2.60 GHz x ..."}
+    machine = {
+        "matmul_limit_gflops": {"float32": 237.0},
+        "matmul_gflops": {"float32": {"numpy": {1024: 237.0}}},
+        "theoretical_peak_gflops": {"float32": peak},
+        "peak_notes": {"float32": note},
+        "theoretical_peak_how": "2 cores x 2.60 GHz x ...",
+    }
     line = hardware.report(machine)[0]
     assert "theoretical peak unknown: the one worked out (166 GFLOP/s) is below the measured limit" in line
     assert "MFU is taken against the measured limit" in line and "%" not in line
@@ -76,8 +86,9 @@ def test_a_gpu_peak_is_looked_up_by_its_model_name():
 def test_the_gpu_probe_counts_the_same_flops():
     from benchmarks import keras_on_gpu
 
-    counted = {name: hardware.training_flops(benchmarked.build(name), (28, 28))
-               for name in benchmarked.MODELS}
+    counted = {
+        name: hardware.training_flops(benchmarked.build(name), (28, 28)) for name in benchmarked.MODELS
+    }
     assert keras_on_gpu.FLOPS_PER_EXAMPLE == counted
     assert os.environ.get("KERAS_BACKEND") != "jax"  # Importing it changes nothing here.
 
@@ -86,8 +97,9 @@ def test_the_step_bound_times_every_large_matmul_of_the_step():
     from benchmarks import step_bound
 
     batch = 32
-    timed = sum(step_bound.dot_flops(a, b, transpose_b)
-                for a, b, _, transpose_b in step_bound.dots(batch).values())
+    timed = sum(
+        step_bound.dot_flops(a, b, transpose_b) for a, b, _, transpose_b in step_bound.dots(batch).values()
+    )
     last_layer = 3 * 2 * 1024 * 10  # Forward, weight and input gradients of the 10-wide layer, left out.
     assert timed + last_layer * batch == hardware.training_flops(models.mnist_dense(), (28, 28)) * batch
 
@@ -95,10 +107,14 @@ def test_the_step_bound_times_every_large_matmul_of_the_step():
 def test_two_measurements_of_the_machine_keep_the_best_limit_and_work_the_bound_out_again():
     def measured(limit):
         peak, bound, note = hardware.peak_and_bound(limit, 166.4)
-        return {"matmul_limit_gflops": {"float32": limit},
-                "matmul_gflops": {"float32": {"numpy": {"1024": limit}}},
-                "theoretical_peak_gflops": {"float32": peak}, "mfu_bound_gflops": {"float32": bound},
-                "peak_notes": {"float32": note}, "worked_out_peak_gflops": {"float32": 166.4}}
+        return {
+            "matmul_limit_gflops": {"float32": limit},
+            "matmul_gflops": {"float32": {"numpy": {"1024": limit}}},
+            "theoretical_peak_gflops": {"float32": peak},
+            "mfu_bound_gflops": {"float32": bound},
+            "peak_notes": {"float32": note},
+            "worked_out_peak_gflops": {"float32": 166.4},
+        }
 
     busy, quiet = measured(105.0), measured(237.0)
     for first, second in ((busy, quiet), (quiet, busy)):

@@ -1,11 +1,12 @@
 """python -m recipes.bigmodel: both tasks, their metrics, under both strategies."""
+
 import json
 
 import pytest
 
 from recipes import bigmodel
-from recipes.core import data
-from recipes.core.config import TrainConfig
+from recipes.core.input import data
+from recipes.core.training.config import TrainConfig
 from tests.helpers import run_module, run_python, shared_strategy
 
 SKLEARN_SCORES = """
@@ -13,7 +14,7 @@ import json, sys
 import keras, numpy as np
 from sklearn import metrics
 import models
-from recipes.core import data
+from recipes.core.input import data
 
 task, model_dir = sys.argv[1], sys.argv[2]
 model = keras.models.load_model(model_dir + "/model.keras")
@@ -51,8 +52,9 @@ def test_readme_command_reaches_its_floor_and_its_metrics_match_sklearn(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     assert "validation: loss=" in done.stdout
     written = json.load(open(tmp_path / "metrics.json"))
-    scores = json.loads(run_python(SKLEARN_SCORES.replace("sys.argv[1], sys.argv[2]",
-                                                          f"{task!r}, {str(tmp_path)!r}")))
+    scores = json.loads(
+        run_python(SKLEARN_SCORES.replace("sys.argv[1], sys.argv[2]", f"{task!r}, {str(tmp_path)!r}"))
+    )
     for name, value in scores.items():
         assert written[f"test_{name}"] == pytest.approx(value, abs=1e-3), name
     name, minimum = floor

@@ -1,4 +1,5 @@
 """The recipe as a user runs it: `python -m recipes.mnist`, in fresh processes."""
+
 import json
 import os
 import re
@@ -37,10 +38,11 @@ def test_main_job_trains_the_articles_net_past_93_5_percent(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Data: mnist (bundled sample): 4,500 train and 500 test" in done.stdout
         assert "Epoch 5/5" in done.stdout and "Test: loss=" in done.stdout
-    scored = json.loads(run_python(f"""
+    scored = json.loads(
+        run_python(f"""
 import json, keras, numpy as np
 import models  # What a user imports first.
-from recipes.core import data
+from recipes.core.input import data
 mnist = data.load_mnist()
 out = []
 for seed in (0, 1, 2):
@@ -48,7 +50,8 @@ for seed in (0, 1, 2):
     predicted = np.argmax(model.predict(mnist.x_test / 255.0, verbose=0), axis=-1)
     out.append(float(np.mean(predicted == mnist.y_test)))
 print(json.dumps(out))
-"""))
+""")
+    )
     for seed, accuracy in zip((0, 1, 2), scored):
         metrics = json.load(open(tmp_path / str(seed) / "metrics.json"))
         assert metrics["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
@@ -60,8 +63,9 @@ print(json.dumps(out))
 def _documentation():
     """{path relative to the repository: text} of the README, the speed page and every
     docs page."""
-    docs = sorted(os.path.join("docs", name) for name in os.listdir(os.path.join(REPO, "docs"))
-                  if name.endswith(".md"))
+    docs = sorted(
+        os.path.join("docs", name) for name in os.listdir(os.path.join(REPO, "docs")) if name.endswith(".md")
+    )
     paths = ["README.md", os.path.join("benchmarks", "README.md"), *docs]
     return {path: open(os.path.join(REPO, path), encoding="utf-8").read() for path in paths}
 
@@ -73,9 +77,12 @@ def test_every_command_in_the_readme_is_accepted_by_the_flag_parser():
     for text in _documentation().values():
         text = text.replace("\\\n", " ")
         shell_blocks = [block.split("```")[0] for block in text.split("```bash\n")[1:]]
-        commands += [shlex.split(line[line.index("python -m recipes."):].split("#")[0])
-                     for block in shell_blocks for line in block.splitlines()
-                     if "python -m recipes." in line]
+        commands += [
+            shlex.split(line[line.index("python -m recipes.") :].split("#")[0])
+            for block in shell_blocks
+            for line in block.splitlines()
+            if "python -m recipes." in line
+        ]
     strategies_used = {parse_recipe_command(argv)["strategy"].value for argv in commands}
     assert {"mirrored", "multi_worker", "tpu"} <= strategies_used
     assert len([c for c in commands if "--strategy=multi_worker" in c]) == 2
@@ -89,8 +96,11 @@ def test_the_readme_fits_and_every_relative_link_of_the_docs_exists():
         text = re.sub(r"(?ms)^```.*?^```", "", text)  # Code blocks hold no links.
         for target in re.findall(r"\]\(([^()\s]+)\)", text):
             target = target.partition("#")[0]
-            if target and ":" not in target and not os.path.exists(
-                    os.path.join(REPO, os.path.dirname(path), target)):
+            if (
+                target
+                and ":" not in target
+                and not os.path.exists(os.path.join(REPO, os.path.dirname(path), target))
+            ):
                 broken.append(f"{path}: {target}")
     assert not broken, broken
 
@@ -105,8 +115,13 @@ def test_tpu_strategy_without_a_tpu_fails_fast(tmp_path):
 
 @pytest.mark.slow
 def test_batch_that_replicas_cannot_split(tmp_path):
-    done = run_module("recipes.mnist", "--strategy=mirrored", "--num_cpu_devices=2",
-                      "--batch_size=33", f"--model_dir={tmp_path}")
+    done = run_module(
+        "recipes.mnist",
+        "--strategy=mirrored",
+        "--num_cpu_devices=2",
+        "--batch_size=33",
+        f"--model_dir={tmp_path}",
+    )
     assert_one_line_error(done, "error: --batch_size=33 does not split evenly over 2 replicas")
 
 
@@ -115,16 +130,22 @@ def test_model_dir_with_a_checkpoint_of_another_model(tmp_path):
     other = models.mnist_dense(hidden_units=(64,))
     optimizer = keras.optimizers.Adam()
     optimizer.build(other.trainable_variables)
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=other, optimizer=optimizer),
-                               str(tmp_path / "checkpoints"), max_to_keep=1).save()
+    tf.train.CheckpointManager(
+        tf.train.Checkpoint(model=other, optimizer=optimizer), str(tmp_path / "checkpoints"), max_to_keep=1
+    ).save()
     before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     done = run_module("recipes.mnist", f"--model_dir={tmp_path}", "--train_steps=2")
     assert_one_line_error(done, "holds a checkpoint", "does not fit this model", "new --model_dir")
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
-_STOP_ARGS = ["--train_steps=300", "--checkpoint_steps=20", "--steps_per_loop=10",
-              "--batch_size=64", "--seed=5"]
+_STOP_ARGS = [
+    "--train_steps=300",
+    "--checkpoint_steps=20",
+    "--steps_per_loop=10",
+    "--batch_size=64",
+    "--seed=5",
+]
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +165,13 @@ def test_run_stopped_after_its_first_checkpoint_resumes_to_the_same_weights(tmp_
     args = _STOP_ARGS
 
     stopped_dir = tmp_path / "stopped"
-    process = subprocess.Popen([sys.executable, "-m", "recipes.mnist", f"--model_dir={stopped_dir}", *args],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recipes.mnist", f"--model_dir={stopped_dir}", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (stopped_dir / "checkpoints" / "checkpoint").exists():
         assert process.poll() is None and time.monotonic() < deadline

@@ -6,6 +6,7 @@ One module fixture trains the MNIST recipe as `python -m recipes.mnist` does
 (defaults, offline digits) and compresses it as `python -m recipes.compress`
 does; the tests read what they wrote.
 """
+
 import fcntl
 import json
 import os
@@ -20,8 +21,11 @@ from recipes import compress as compress_recipe
 from recipes import mnist as mnist_recipe
 from recipes import neuron as neuron_recipe
 from recipes import predict as predict_recipe
-from recipes.core import compression, data, pruning, runs, serving, step
-from recipes.core.config import TrainConfig
+from recipes.core.deploy import compression, runs, serving
+from recipes.core.input import data
+from recipes.core.objectives import pruning
+from recipes.core.training import step
+from recipes.core.training.config import TrainConfig
 from tests.helpers import assert_one_error_line, run_in_process, run_python, shared_strategy
 
 
@@ -46,13 +50,20 @@ def _train_and_compress(run_dir):
     mnist_recipe.run(TrainConfig(model_dir=run_dir), shared_strategy("default"), data.open_data("sample"))
     run = runs.read(run_dir)
     config = TrainConfig(model_dir=run.path("compressed", "pruning"), learning_rate=1e-4, train_steps=1500)
-    compress_recipe.compress(config, shared_strategy("default"), run, run.load_data(),
-                             sparsity=0.8, pruning_steps=1000, frequency=100)
+    compress_recipe.compress(
+        config,
+        shared_strategy("default"),
+        run,
+        run.load_data(),
+        sparsity=0.8,
+        pruning_steps=1000,
+        frequency=100,
+    )
 
 
 def test_polynomial_schedule_matches_tfmot_at_known_steps():
     # tfmot's PolynomialDecay: s_f + (s_i - s_f) * (1 - t/T)^3.
-    for t, expected in [(0, 0.0), (250, 0.8 - 0.8 * 0.75 ** 3), (500, 0.7), (1000, 0.8), (5000, 0.8)]:
+    for t, expected in [(0, 0.0), (250, 0.8 - 0.8 * 0.75**3), (500, 0.7), (1000, 0.8), (5000, 0.8)]:
         assert float(pruning.polynomial_sparsity(t, 0.8, 1000)) == pytest.approx(expected, abs=1e-6)
     assert float(pruning.polynomial_sparsity(500, 0.9, 1000, initial_sparsity=0.5)) == pytest.approx(0.85)
 
@@ -88,12 +99,15 @@ def _pruned_steps(strategy, mnist, steps):
     with strategy.scope():
         model = models.mnist_dense(hidden_units=(64, 64))
         optimizer = keras.optimizers.Adam(1e-3)
-    objective = pruning.Pruning(step.Objective(keras.losses.sparse_categorical_crossentropy), 0.8,
-                                pruning_steps=20, frequency=5)
-    trainer = step.Trainer(strategy, model, optimizer, metrics_fn=list, global_batch_size=64,
-                           objective=objective)
-    iterator = iter(data.train_dataset(strategy, data.from_array_data(mnist).train, 64,
-                                       preprocess=data.scale_pixels, seed=0))
+    objective = pruning.Pruning(
+        step.Objective(keras.losses.sparse_categorical_crossentropy), 0.8, pruning_steps=20, frequency=5
+    )
+    trainer = step.Trainer(strategy, model, optimizer, objective, global_batch_size=64)
+    iterator = iter(
+        data.train_dataset(
+            strategy, data.from_array_data(mnist).train, 64, preprocess=data.scale_pixels, seed=0
+        )
+    )
     trainer.train_loop(iterator, tf.constant(steps))
     return model, objective
 
@@ -106,8 +120,9 @@ def test_masks_hold_after_every_update(mnist, strategy):
     model, objective = _pruned_steps(strategy, mnist, 40)  # 20 Adam steps past the last update.
     assert pruning.sparsity(model) == pytest.approx(0.8, abs=1e-3)
     for kernel, mask in zip(pruning.prunable_kernels(model), objective.state.masks):
-        for copy in (strategy.experimental_local_results(mask) if strategy.num_replicas_in_sync > 1
-                     else [mask]):
+        for copy in (
+            strategy.experimental_local_results(mask) if strategy.num_replicas_in_sync > 1 else [mask]
+        ):
             np.testing.assert_array_equal(copy, mask)  # Every replica holds the same mask...
         assert np.all(np.asarray(kernel)[np.asarray(mask) == 0] == 0)  # ...and it holds.
     assert any((np.asarray(a) != np.asarray(b)).any() for a, b in zip(objective_at_10, objective.state.masks))
@@ -127,10 +142,24 @@ def test_interrupted_pruning_resumes_to_the_uninterrupted_weights(compressed, tm
     signature = run.signature()
 
     def prune(model_dir, steps):
-        config = TrainConfig(model_dir=str(model_dir), learning_rate=1e-4, train_steps=steps,
-                             checkpoint_steps=20, batch_size=32, seed=3)
-        compress_recipe.prune(config, shared_strategy("default"), run, dataset, signature,
-                              sparsity=0.8, pruning_steps=40, frequency=10)
+        config = TrainConfig(
+            model_dir=str(model_dir),
+            learning_rate=1e-4,
+            train_steps=steps,
+            checkpoint_steps=20,
+            batch_size=32,
+            seed=3,
+        )
+        compress_recipe.prune(
+            config,
+            shared_strategy("default"),
+            run,
+            dataset,
+            signature,
+            sparsity=0.8,
+            pruning_steps=40,
+            frequency=10,
+        )
         return keras.saving.load_model(os.path.join(model_dir, "model.keras")).get_weights()
 
     straight = prune(tmp_path / "straight", 60)
@@ -177,12 +206,14 @@ def test_quantized_keras_models_load_in_a_fresh_process(compressed, tmp_path):
     x_test, y_test = dataset.arrays("test")  # The split compression.json measured.
     np.save(tmp_path / "x_test.npy", x_test)
     np.save(tmp_path / "y_test.npy", y_test)
-    accuracies = json.loads(run_python(f"""
+    accuracies = json.loads(
+        run_python(f"""
 import json, keras, numpy as np
 x, y = np.load("{tmp_path}/x_test.npy") / np.float32(255), np.load("{tmp_path}/y_test.npy")
 print(json.dumps({{mode: float(np.mean(np.argmax(keras.saving.load_model(
     "{run.model_dir}/compressed/" + mode + ".keras")(x), axis=-1) == y)) for mode in ("int8", "int4")}}))
-"""))
+""")
+    )
     for mode in ("int8", "int4"):
         assert accuracies[mode] == pytest.approx(rows[f"{mode}.keras"]["accuracy"], abs=1e-9), mode
 
@@ -191,7 +222,8 @@ print(json.dumps({{mode: float(np.mean(np.argmax(keras.saving.load_model(
 def test_compression_report_has_a_row_per_variant(compressed):
     run, _, rows = compressed
     assert list(rows) == ["model.keras", "int8.keras", "int4.keras", "pruned.keras"] + [
-        f"{variant}.tflite" for variant in serving.LITERT_VARIANTS]
+        f"{variant}.tflite" for variant in serving.LITERT_VARIANTS
+    ]
     report = json.loads(open(run.path("compressed", "compression.json")).read())
     assert [row["variant"] for row in report["variants"]] == list(rows)
     for row in rows.values():
@@ -201,8 +233,9 @@ def test_compression_report_has_a_row_per_variant(compressed):
 
 
 @pytest.mark.slow
-def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(compressed, tmp_path,
-                                                                             monkeypatch, capfd):
+def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(
+    compressed, tmp_path, monkeypatch, capfd
+):
     run, dataset, _ = compressed
     x_test, y_test = dataset.arrays("test", limit=10)
     pngs = []
@@ -212,15 +245,22 @@ def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(comp
     (tmp_path / "text.png").write_text("not an image")
     np.save(tmp_path / "wrong.npy", np.zeros((3, 3), np.uint8))
     bad = [str(tmp_path / "missing.png"), str(tmp_path / "text.png"), str(tmp_path / "wrong.npy")]
-    for model, reference in [("saved_model", run.path("model.keras")),
-                             ("compressed/int8.tflite", run.path("compressed", "int8.tflite"))]:
+    for model, reference in [
+        ("saved_model", run.path("model.keras")),
+        ("compressed/int8.tflite", run.path("compressed", "int8.tflite")),
+    ]:
         expected = serving.load(reference, run.signature()).predict(x_test)["classes"]
         assert np.mean(expected == y_test) >= 0.8
-        code, out, err = run_in_process(predict_recipe, [f"--model_dir={run.model_dir}", f"--model={model}",
-                                               *pngs, *bad], monkeypatch, capfd)
+        code, out, err = run_in_process(
+            predict_recipe,
+            [f"--model_dir={run.model_dir}", f"--model={model}", *pngs, *bad],
+            monkeypatch,
+            capfd,
+        )
         printed = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
         assert [line.split(" (probability")[0] for line in printed] == [
-            f"{png}: class {label}" for png, label in zip(pngs, expected)], out
+            f"{png}: class {label}" for png, label in zip(pngs, expected)
+        ], out
         errors = [line for line in err.splitlines() if line.startswith("error:")]
         assert code == 1 and len(errors) == 3, err[-2000:]
         assert "missing.png does not exist" in errors[0]
@@ -229,20 +269,25 @@ def test_predict_prints_the_classes_of_png_digits_and_one_line_per_bad_file(comp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command,args,expected", [
-    ("predict", ["--model=metrics.json", "x.png"], "metrics.json is not a model this package writes"),
-    ("predict", ["--model=compressed/none.tflite", "x.png"], "none.tflite does not exist"),
-    ("predict", [], "pass FILEs to predict on, or --value"),
-    ("predict", ["--value=6.5"], "--value needs a one-feature model"),
-    ("compress", ["--train_steps=5"], "--train_steps does not apply here"),
-    ("compress", ["--sparsity=1.5"], "--sparsity must be at least 0 and below 1"),
-    ("compress", ["--pruning_steps=0"], "flag --pruning_steps=0"),
-    ("compress", ["--data=mnist"], "not prepared"),
-])
+@pytest.mark.parametrize(
+    "command,args,expected",
+    [
+        ("predict", ["--model=metrics.json", "x.png"], "metrics.json is not a model this package writes"),
+        ("predict", ["--model=compressed/none.tflite", "x.png"], "none.tflite does not exist"),
+        ("predict", [], "pass FILEs to predict on, or --value"),
+        ("predict", ["--value=6.5"], "--value needs a one-feature model"),
+        ("compress", ["--train_steps=5"], "--train_steps does not apply here"),
+        ("compress", ["--sparsity=1.5"], "--sparsity must be at least 0 and below 1"),
+        ("compress", ["--pruning_steps=0"], "flag --pruning_steps=0"),
+        ("compress", ["--data=mnist"], "not prepared"),
+    ],
+)
 def test_bad_arguments_are_one_line(compressed, command, args, expected, monkeypatch, capfd):
     run, _, _ = compressed
     module = predict_recipe if command == "predict" else compress_recipe
-    assert_one_error_line(*run_in_process(module, [f"--model_dir={run.model_dir}", *args], monkeypatch, capfd)[::2], expected)
+    assert_one_error_line(
+        *run_in_process(module, [f"--model_dir={run.model_dir}", *args], monkeypatch, capfd)[::2], expected
+    )
 
 
 @pytest.mark.slow
@@ -253,7 +298,9 @@ def test_predict_value_is_the_fitted_line_at_that_many_rooms(tmp_path, monkeypat
     config = TrainConfig(model_dir=str(tmp_path), batch_size=len(dataset.x_train), **linreg.RECIPE_DEFAULTS)
     results = linreg.run(config, shared_strategy("default"), dataset, mean, std)
     capfd.readouterr()
-    code, out, _ = run_in_process(predict_recipe, [f"--model_dir={tmp_path}", "--value=6.5"], monkeypatch, capfd)
+    code, out, _ = run_in_process(
+        predict_recipe, [f"--model_dir={tmp_path}", "--value=6.5"], monkeypatch, capfd
+    )
     price = results["theta0"] + results["theta1"] * (6.5 - mean) / std
     line = next(line for line in out.splitlines() if line.startswith("--value=6.5: "))
     assert code == 0 and "($1000s" in line, out
@@ -261,13 +308,19 @@ def test_predict_value_is_the_fitted_line_at_that_many_rooms(tmp_path, monkeypat
 
 
 def test_compress_needs_a_finished_classifier_run(tmp_path, monkeypatch, capfd):
-    assert_one_error_line(*run_in_process(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
-               "holds no finished run (no metrics.json)")
+    assert_one_error_line(
+        *run_in_process(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
+        "holds no finished run (no metrics.json)",
+    )
     (tmp_path / "metrics.json").write_text(json.dumps({"recipe": "neuron"}))
-    assert_one_error_line(*run_in_process(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
-               "does not record the run's input")
+    assert_one_error_line(
+        *run_in_process(compress_recipe, [f"--model_dir={tmp_path}"], monkeypatch, capfd)[::2],
+        "does not record the run's input",
+    )
     # A finished run that is not a classifier: the neuron's (one sigmoid unit's prediction).
     neuron_recipe.run(TrainConfig(model_dir=str(tmp_path / "neuron")), shared_strategy("default"))
     capfd.readouterr()
-    assert_one_error_line(*run_in_process(compress_recipe, [f"--model_dir={tmp_path / 'neuron'}"], monkeypatch,
-                                          capfd)[::2], "is not a classifier run")
+    assert_one_error_line(
+        *run_in_process(compress_recipe, [f"--model_dir={tmp_path / 'neuron'}"], monkeypatch, capfd)[::2],
+        "is not a classifier run",
+    )

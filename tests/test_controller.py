@@ -1,4 +1,4 @@
-"""The outer loop (`recipes.core.loop`) with a fake trainer, as orbit's
+"""The outer loop (`recipes.core.training.loop`) with a fake trainer, as orbit's
 controller_test drives its `Controller`: no model is trained and no step is
 compiled. `FakeTrainer` has what the `Controller` calls of a `step.Trainer`
 (`train_loop`, `train_results`, `reset_train_metrics`, `evaluate`, and the
@@ -7,6 +7,7 @@ every call. Checkpoints are real (`tf.train.CheckpointManager` over the fake's
 step counter and a one-weight Keras model) and so are the TensorBoard writers,
 all under `tmp_path`.
 """
+
 import glob
 import itertools
 import math
@@ -19,8 +20,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recipes.core import fault_tolerance, loop
 from recipes.core.errors import Interrupted, Preempted, RecipeError
+from recipes.core.rundir import fault_tolerance
+from recipes.core.training import hooks, loop
 
 VALIDATION = ("validation-dataset", 3)  # What `data.eval_dataset` returns: (dataset, steps).
 
@@ -33,14 +35,21 @@ class FakeTrainer:
     ending at `step` (so restored weights tell which step they come from);
     `error(step, num_steps)` may return an exception for `train_loop` to raise."""
 
-    def __init__(self, train_loss=lambda step: 1.0 / (1 + step), validation_loss=lambda step: 0.5,
-                 weight=float, error=lambda step, num_steps: None, global_batch_size=8):
+    def __init__(
+        self,
+        train_loss=lambda step: 1.0 / (1 + step),
+        validation_loss=lambda step: 0.5,
+        weight=float,
+        error=lambda step, num_steps: None,
+        global_batch_size=8,
+    ):
         self.strategy = tf.distribute.get_strategy()
         self.model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
         self.iterations = tf.Variable(0, dtype=tf.int64, name="iterations")
         self.learning_rate = tf.Variable(0.25)
-        self.optimizer = types.SimpleNamespace(variables=[self.iterations, self.learning_rate],
-                                               learning_rate=self.learning_rate)
+        self.optimizer = types.SimpleNamespace(
+            variables=[self.iterations, self.learning_rate], learning_rate=self.learning_rate
+        )
         self.global_batch_size = global_batch_size
         self._train_loss, self._validation_loss = train_loss, validation_loss
         self._weight, self._error = weight, error
@@ -80,7 +89,7 @@ class FakeTrainer:
 
 class Recorder(loop.Hook):
     """Records each hook call as (name, controller.step, args...); `stop` is
-    `(method name, step)`: set `stop_requested` there."""
+    `(method name, step)`: `controller.request_stop()` there."""
 
     def __init__(self, stop=None):
         self.calls = []
@@ -90,7 +99,7 @@ class Recorder(loop.Hook):
     def _record(self, name, controller, *args):
         self.calls.append((name, controller.step) + args)
         if self.stop == (name, controller.step):
-            controller.stop_requested = True
+            controller.request_stop()
 
     def before_train(self, controller, num_steps):
         self._record("before_train", controller, num_steps)
@@ -112,17 +121,41 @@ class Recorder(loop.Hook):
         return [call[1:] for call in self.calls if call[0] == name]
 
 
-def make_controller(tmp_path, trainer, *, steps_per_epoch, total_steps, steps_per_loop,
-                    checkpoint_steps=None, start_step=0, validation=VALIDATION, hooks=()):
-    plan = loop.Plan(steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                     checkpoint_steps=checkpoint_steps or steps_per_epoch, steps_per_loop=steps_per_loop)
+def make_controller(
+    tmp_path,
+    trainer,
+    *,
+    steps_per_epoch,
+    total_steps,
+    steps_per_loop,
+    checkpoint_steps=None,
+    start_step=0,
+    validation=VALIDATION,
+    hooks=(),
+):
+    plan = loop.Plan(
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        checkpoint_steps=checkpoint_steps or steps_per_epoch,
+        steps_per_loop=steps_per_loop,
+    )
     checkpoint = tf.train.Checkpoint(step=trainer.iterations, model=trainer.model)
     manager = tf.train.CheckpointManager(checkpoint, str(tmp_path / "checkpoints"), max_to_keep=None)
-    writers = {name: tf.summary.create_file_writer(str(tmp_path / "logs" / name))
-               for name in ("train", "validation", "test")}
+    writers = {
+        name: tf.summary.create_file_writer(str(tmp_path / "logs" / name))
+        for name in ("train", "validation", "test")
+    }
     # The input, positioned at start_step as train.py positions it: batch i is the number i.
-    return loop.Controller(trainer, plan, itertools.count(start_step), manager, start_step, writers,
-                           validation=validation, hooks=hooks, model_dir=str(tmp_path))
+    return loop.Controller(
+        trainer,
+        plan,
+        loop.Inputs(itertools.count(start_step), validation),
+        manager,
+        start_step=start_step,
+        writers=writers,
+        hooks=hooks,
+        model_dir=str(tmp_path),
+    )
 
 
 def saved_steps(controller):
@@ -150,7 +183,8 @@ def resume(tmp_path, first, **plan):
     trainer = FakeTrainer(weight=lambda step: -1.0)
     latest = fault_tolerance.latest_checkpoint(first.manager.directory)
     tf.train.Checkpoint(step=trainer.iterations, model=trainer.model).restore(
-        latest).assert_existing_objects_matched()
+        latest
+    ).assert_existing_objects_matched()
     hook = Recorder()
     controller = make_controller(tmp_path, trainer, start_step=trainer.step, hooks=[hook], **plan)
     return trainer, controller, hook
@@ -158,18 +192,23 @@ def resume(tmp_path, first, **plan):
 
 # The plan.
 
-@pytest.mark.parametrize("plan, sizes", [
-    # Loops of 4 cut at each epoch's end (every 10 steps), the run ending mid-loop.
-    (dict(steps_per_epoch=10, total_steps=25, checkpoint_steps=10, steps_per_loop=4),
-     [4, 4, 2, 4, 4, 2, 4, 1]),
-    # Checkpoints every 3 steps cut the loops too, and the epoch's end (10) in between.
-    (dict(steps_per_epoch=10, total_steps=12, checkpoint_steps=3, steps_per_loop=5),
-     [3, 3, 3, 1, 2]),
-    # A loop longer than an epoch is cut at every epoch's end; the last epoch is partial.
-    (dict(steps_per_epoch=5, total_steps=12, checkpoint_steps=5, steps_per_loop=100), [5, 5, 2]),
-    # One step a loop.
-    (dict(steps_per_epoch=3, total_steps=4, checkpoint_steps=3, steps_per_loop=1), [1, 1, 1, 1]),
-])
+
+@pytest.mark.parametrize(
+    "plan, sizes",
+    [
+        # Loops of 4 cut at each epoch's end (every 10 steps), the run ending mid-loop.
+        (
+            dict(steps_per_epoch=10, total_steps=25, checkpoint_steps=10, steps_per_loop=4),
+            [4, 4, 2, 4, 4, 2, 4, 1],
+        ),
+        # Checkpoints every 3 steps cut the loops too, and the epoch's end (10) in between.
+        (dict(steps_per_epoch=10, total_steps=12, checkpoint_steps=3, steps_per_loop=5), [3, 3, 3, 1, 2]),
+        # A loop longer than an epoch is cut at every epoch's end; the last epoch is partial.
+        (dict(steps_per_epoch=5, total_steps=12, checkpoint_steps=5, steps_per_loop=100), [5, 5, 2]),
+        # One step a loop.
+        (dict(steps_per_epoch=3, total_steps=4, checkpoint_steps=3, steps_per_loop=1), [1, 1, 1, 1]),
+    ],
+)
 def test_plan_cuts_loops_at_every_event(plan, sizes):
     plan = loop.Plan(**plan)
     step, loops = 0, []
@@ -187,41 +226,54 @@ def test_plan_from_a_resumed_step_goes_to_the_next_event():
 
 # Train calls.
 
+
 @pytest.mark.parametrize("steps_per_loop, sizes", [(4, [4, 4, 2, 4, 4, 2, 4, 1]), (25, [10, 10, 5])])
 def test_train_calls_follow_the_plan_to_the_last_partial_loop(tmp_path, steps_per_loop, sizes):
     trainer = FakeTrainer()
     hook = Recorder()
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=10, total_steps=25,
-                                 steps_per_loop=steps_per_loop, hooks=[hook])
+    controller = make_controller(
+        tmp_path, trainer, steps_per_epoch=10, total_steps=25, steps_per_loop=steps_per_loop, hooks=[hook]
+    )
     controller.run()
     assert trainer.train_calls == sizes
     assert controller.step == trainer.step == 25
     assert trainer.batches == list(range(25))  # Each step draws one batch, in order.
     assert [n for n, _ in controller.loop_times] == sizes
-    assert hook.named("before_train") == [(step, n) for step, n in
-                                          zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes)]
+    assert hook.named("before_train") == [
+        (step, n) for step, n in zip(np.cumsum([0] + sizes[:-1]).tolist(), sizes)
+    ]
     assert hook.named("after_train") == [(step, n) for step, n in zip(np.cumsum(sizes).tolist(), sizes)]
     assert hook.named("on_end") == [(25,)]
 
 
 def test_hooks_are_called_in_the_documented_order(tmp_path):
     hook = Recorder()
-    controller = make_controller(tmp_path, FakeTrainer(), steps_per_epoch=4, total_steps=6,
-                                 steps_per_loop=3, hooks=[hook])
+    controller = make_controller(
+        tmp_path, FakeTrainer(), steps_per_epoch=4, total_steps=6, steps_per_loop=3, hooks=[hook]
+    )
     controller.run()
     assert [call[:2] for call in hook.calls] == [
-        ("before_train", 0), ("after_train", 3), ("after_loop", 3),
-        ("before_train", 3), ("after_train", 4), ("after_loop", 4), ("on_epoch_end", 4),
-        ("before_train", 4), ("after_train", 6), ("after_loop", 6),
-        ("on_end", 6)]
+        ("before_train", 0),
+        ("after_train", 3),
+        ("after_loop", 3),
+        ("before_train", 3),
+        ("after_train", 4),
+        ("after_loop", 4),
+        ("on_epoch_end", 4),
+        ("before_train", 4),
+        ("after_train", 6),
+        ("after_loop", 6),
+        ("on_end", 6),
+    ]
     # after_loop comes after the loop's checkpoint is saved.
     assert hook.latest_at_after_loop[4].endswith("ckpt-4")
     assert hook.latest_at_after_loop[6].endswith("ckpt-6")
 
 
 def test_examples_per_second_leaves_out_the_first_loop(tmp_path):
-    controller = make_controller(tmp_path, FakeTrainer(global_batch_size=4), steps_per_epoch=5,
-                                 total_steps=10, steps_per_loop=5)
+    controller = make_controller(
+        tmp_path, FakeTrainer(global_batch_size=4), steps_per_epoch=5, total_steps=10, steps_per_loop=5
+    )
     controller.loop_times = [(5, 10.0), (5, 1.0), (3, 0.5)]  # The first one compiled.
     assert controller.examples_per_second() == round(8 * 4 / 1.5, 1)
     controller.loop_times = [(5, 2.0)]  # A single loop is all there is.
@@ -230,16 +282,27 @@ def test_examples_per_second_leaves_out_the_first_loop(tmp_path):
 
 # Checkpoints.
 
-@pytest.mark.parametrize("total_steps, checkpoint_steps, steps_per_loop, saved", [
-    (22, 4, 3, [4, 8, 12, 16, 20, 22]),  # Every 4 steps, and the run's last step.
-    (20, 5, 3, [5, 10, 15, 20]),  # The last step is a checkpoint step: saved once.
-    (7, 10, 2, [7]),  # Fewer steps than checkpoint_steps: only the end.
-])
-def test_checkpoints_every_checkpoint_steps_and_at_the_end(tmp_path, total_steps, checkpoint_steps,
-                                                           steps_per_loop, saved):
+
+@pytest.mark.parametrize(
+    "total_steps, checkpoint_steps, steps_per_loop, saved",
+    [
+        (22, 4, 3, [4, 8, 12, 16, 20, 22]),  # Every 4 steps, and the run's last step.
+        (20, 5, 3, [5, 10, 15, 20]),  # The last step is a checkpoint step: saved once.
+        (7, 10, 2, [7]),  # Fewer steps than checkpoint_steps: only the end.
+    ],
+)
+def test_checkpoints_every_checkpoint_steps_and_at_the_end(
+    tmp_path, total_steps, checkpoint_steps, steps_per_loop, saved
+):
     trainer = FakeTrainer()
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=10, total_steps=total_steps,
-                                 checkpoint_steps=checkpoint_steps, steps_per_loop=steps_per_loop)
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=10,
+        total_steps=total_steps,
+        checkpoint_steps=checkpoint_steps,
+        steps_per_loop=steps_per_loop,
+    )
     controller.run()
     assert saved_steps(controller) == saved
     # Each checkpoint holds the state of the step it is named after.
@@ -251,19 +314,26 @@ def test_checkpoints_every_checkpoint_steps_and_at_the_end(tmp_path, total_steps
 
 # Validation and the end of each epoch.
 
+
 def test_validation_and_epoch_end_at_each_whole_epoch(tmp_path):
     trainer = FakeTrainer(train_loss=lambda step: step / 100, validation_loss=lambda step: step / 10)
     hook = Recorder()
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=5, total_steps=17,
-                                 steps_per_loop=2, hooks=[hook])
+    controller = make_controller(
+        tmp_path, trainer, steps_per_epoch=5, total_steps=17, steps_per_loop=2, hooks=[hook]
+    )
     controller.run()
     # After steps 5, 10 and 15, with the dataset and step count given; the partial
     # last epoch (steps 16-17) ends no epoch: the final evaluation after the loop covers it.
-    assert trainer.evaluations == [("validation-dataset", 3, 5), ("validation-dataset", 3, 10),
-                                   ("validation-dataset", 3, 15)]
+    assert trainer.evaluations == [
+        ("validation-dataset", 3, 5),
+        ("validation-dataset", 3, 10),
+        ("validation-dataset", 3, 15),
+    ]
     assert hook.named("on_epoch_end") == [
-        (5, 0, {"loss": 0.5, "accuracy": 0.5}), (10, 1, {"loss": 1.0, "accuracy": 0.5}),
-        (15, 2, {"loss": 1.5, "accuracy": 0.5})]
+        (5, 0, {"loss": 0.5, "accuracy": 0.5}),
+        (10, 1, {"loss": 1.0, "accuracy": 0.5}),
+        (15, 2, {"loss": 1.5, "accuracy": 0.5}),
+    ]
     assert controller.validation_loss_by_epoch == [0.5, 1.0, 1.5]
     # The training loss of each epoch is read at its end, then the metrics start over.
     assert controller.train_loss_by_epoch == [0.05, 0.10, 0.15]
@@ -273,8 +343,9 @@ def test_validation_and_epoch_end_at_each_whole_epoch(tmp_path):
 def test_without_validation_the_epoch_ends_with_none(tmp_path):
     trainer = FakeTrainer()
     hook = Recorder()
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=3, total_steps=6, steps_per_loop=3,
-                                 validation=None, hooks=[hook])
+    controller = make_controller(
+        tmp_path, trainer, steps_per_epoch=3, total_steps=6, steps_per_loop=3, validation=None, hooks=[hook]
+    )
     controller.run()
     assert trainer.evaluations == []
     assert hook.named("on_epoch_end") == [(3, 0, None), (6, 1, None)]
@@ -283,6 +354,7 @@ def test_without_validation_the_epoch_ends_with_none(tmp_path):
 
 
 # TensorBoard.
+
 
 def test_summaries_get_each_loop_and_each_validation(tmp_path):
     trainer = FakeTrainer(train_loss=lambda step: step / 100, validation_loss=lambda step: step / 10)
@@ -309,12 +381,19 @@ def test_summaries_get_each_loop_and_each_validation(tmp_path):
 
 # Resuming.
 
+
 def test_resume_runs_only_the_remaining_steps(tmp_path):
     interrupt = threading.Event()
     first_trainer = FakeTrainer()
     stop_at_7 = Recorder()
-    first = make_controller(tmp_path, first_trainer, steps_per_epoch=5, total_steps=12, steps_per_loop=2,
-                            hooks=[stop_at_7, loop.InterruptHook(interrupt)])
+    first = make_controller(
+        tmp_path,
+        first_trainer,
+        steps_per_epoch=5,
+        total_steps=12,
+        steps_per_loop=2,
+        hooks=[stop_at_7, hooks.InterruptHook(interrupt)],
+    )
     stop_at_7.after_train = lambda controller, n: interrupt.set() if controller.step == 7 else None
     with pytest.raises(Interrupted):
         first.run()
@@ -346,16 +425,26 @@ def test_resume_of_a_finished_run_trains_nothing(tmp_path):
 
 # Ways a hook stops the run.
 
-@pytest.mark.parametrize("where, stop_step, sizes", [
-    ("on_epoch_end", 10, [4, 4, 2]),  # The documented way: at an epoch's end.
-    ("after_loop", 9, [4, 1, 4]),  # Mid-epoch, after any loop.
-    ("after_train", 4, [4]),
-])
-def test_a_hook_stops_the_run_with_stop_requested(tmp_path, where, stop_step, sizes):
+
+@pytest.mark.parametrize(
+    "where, stop_step, sizes",
+    [
+        ("on_epoch_end", 10, [4, 4, 2]),  # The documented way: at an epoch's end.
+        ("after_loop", 9, [4, 1, 4]),  # Mid-epoch, after any loop.
+        ("after_train", 4, [4]),
+    ],
+)
+def test_a_hook_stops_the_run_with_request_stop(tmp_path, where, stop_step, sizes):
     trainer = FakeTrainer()
     hook = Recorder(stop=(where, stop_step))
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=5 if where != "on_epoch_end" else 10,
-                                 total_steps=30, steps_per_loop=4, hooks=[hook])
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=5 if where != "on_epoch_end" else 10,
+        total_steps=30,
+        steps_per_loop=4,
+        hooks=[hook],
+    )
     controller.run()
     assert trainer.train_calls == sizes
     assert controller.step == stop_step
@@ -363,13 +452,53 @@ def test_a_hook_stops_the_run_with_stop_requested(tmp_path, where, stop_step, si
     assert controller.stop_requested
 
 
+@pytest.mark.parametrize("where, stop_step, sizes", [("after_train", 4, [4]), ("after_loop", 8, [4, 4])])
+def test_a_hook_stops_the_run_with_an_error_once_every_hook_has_had_the_call(
+    tmp_path, where, stop_step, sizes
+):
+    """The same one way, with an error: the controller raises it (the first request's)
+    after the other hooks' same call, and the run does not end normally."""
+
+    def stopper(name):
+        def stop(controller, *args):
+            calls.append((name, controller.step))
+            if controller.step == stop_step:
+                controller.request_stop(RecipeError(name))
+
+        return stop
+
+    calls, first, second, recorder = [], loop.Hook(), loop.Hook(), Recorder()
+    setattr(first, where, stopper("first"))
+    setattr(second, where, stopper("second"))
+    trainer = FakeTrainer()
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=10,
+        total_steps=30,
+        steps_per_loop=4,
+        hooks=[first, second, recorder],
+    )
+    with pytest.raises(RecipeError, match="^first$"):
+        controller.run()
+    assert trainer.train_calls == sizes
+    assert calls[-2:] == [("first", stop_step), ("second", stop_step)]  # Both had the call.
+    assert recorder.named(where)[-1][0] == stop_step and recorder.named("on_end") == []
+
+
 def test_interrupt_hook_saves_and_raises_after_the_loop(tmp_path):
     interrupt = threading.Event()
     trainer = FakeTrainer()
     recorder = Recorder()
     recorder.after_train = lambda controller, n: interrupt.set() if controller.step == 8 else None
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=5, total_steps=20, steps_per_loop=3,
-                                 hooks=[recorder, loop.InterruptHook(interrupt)])
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=5,
+        total_steps=20,
+        steps_per_loop=3,
+        hooks=[recorder, hooks.InterruptHook(interrupt)],
+    )
     with pytest.raises(Interrupted, match=r"at step 8; checkpoint kept \(.*ckpt-8\)") as raised:
         controller.run()
     assert raised.value.exit_code == 130
@@ -382,8 +511,14 @@ def test_interrupt_hook_saves_and_raises_after_the_loop(tmp_path):
 def test_interrupt_on_a_checkpoint_step_saves_it_once(tmp_path):
     interrupt = threading.Event()
     interrupt.set()
-    controller = make_controller(tmp_path, FakeTrainer(), steps_per_epoch=5, total_steps=20,
-                                 steps_per_loop=5, hooks=[loop.InterruptHook(interrupt)])
+    controller = make_controller(
+        tmp_path,
+        FakeTrainer(),
+        steps_per_epoch=5,
+        total_steps=20,
+        steps_per_loop=5,
+        hooks=[hooks.InterruptHook(interrupt)],
+    )
     with pytest.raises(Interrupted, match=r"at step 5; checkpoint kept \(.*ckpt-5\)"):
         controller.run()
     assert saved_steps(controller) == [5]
@@ -395,8 +530,14 @@ def test_interrupt_hook_that_cannot_save_keeps_the_last_checkpoint(tmp_path):
     interrupt = threading.Event()
     recorder = Recorder()
     recorder.after_train = lambda controller, n: interrupt.set() if controller.step == 7 else None
-    controller = make_controller(tmp_path, FakeTrainer(), steps_per_epoch=5, total_steps=20,
-                                 steps_per_loop=2, hooks=[recorder, loop.InterruptHook(interrupt, False)])
+    controller = make_controller(
+        tmp_path,
+        FakeTrainer(),
+        steps_per_epoch=5,
+        total_steps=20,
+        steps_per_loop=2,
+        hooks=[recorder, hooks.InterruptHook(interrupt, False)],
+    )
     with pytest.raises(Interrupted, match=r"at step 7; checkpoint kept \(.*ckpt-5\)"):
         controller.run()
     assert saved_steps(controller) == [5]
@@ -405,8 +546,14 @@ def test_interrupt_hook_that_cannot_save_keeps_the_last_checkpoint(tmp_path):
 def test_interrupt_before_any_checkpoint_says_none_was_written(tmp_path):
     interrupt = threading.Event()
     interrupt.set()
-    controller = make_controller(tmp_path, FakeTrainer(), steps_per_epoch=5, total_steps=20,
-                                 steps_per_loop=2, hooks=[loop.InterruptHook(interrupt, can_save=False)])
+    controller = make_controller(
+        tmp_path,
+        FakeTrainer(),
+        steps_per_epoch=5,
+        total_steps=20,
+        steps_per_loop=2,
+        hooks=[hooks.InterruptHook(interrupt, can_save=False)],
+    )
     with pytest.raises(Interrupted, match="at step 2; checkpoint kept \\(none was written yet\\)"):
         controller.run()
 
@@ -415,8 +562,9 @@ def test_second_ctrl_c_inside_the_loop_stops_at_once(tmp_path):
     # A second Ctrl-C raises KeyboardInterrupt wherever the process is: here, in the compiled loop.
     trainer = FakeTrainer(error=lambda step, n: KeyboardInterrupt() if step == 8 else None)
     hook = Recorder()
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=4, total_steps=20, steps_per_loop=4,
-                                 hooks=[hook])
+    controller = make_controller(
+        tmp_path, trainer, steps_per_epoch=4, total_steps=20, steps_per_loop=4, hooks=[hook]
+    )
     with pytest.raises(Interrupted, match=r"at step 8; checkpoint kept \(.*ckpt-8\)"):
         controller.run()
     assert trainer.train_calls == [4, 4]
@@ -431,8 +579,14 @@ def test_preemption_hook_saves_and_raises(tmp_path):
     watcher = fault_tolerance.PreemptionWatcher(trainer.strategy, checkpoint, str(tmp_path), terminate)
     recorder = Recorder()
     recorder.after_train = lambda controller, n: terminate.set() if controller.step == 8 else None
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=5, total_steps=20, steps_per_loop=3,
-                                 hooks=[recorder, loop.PreemptionHook(watcher)])
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=5,
+        total_steps=20,
+        steps_per_loop=3,
+        hooks=[recorder, hooks.PreemptionHook(watcher)],
+    )
     with pytest.raises(Preempted, match="saved a checkpoint at step 8") as raised:
         controller.run()
     assert raised.value.exit_code == Preempted.exit_code != 0
@@ -444,15 +598,23 @@ def test_preemption_hook_saves_and_raises(tmp_path):
 def test_preemption_hook_without_a_signal_changes_nothing(tmp_path):
     trainer = FakeTrainer()
     checkpoint = tf.train.Checkpoint(step=trainer.iterations, model=trainer.model)
-    watcher = fault_tolerance.PreemptionWatcher(trainer.strategy, checkpoint, str(tmp_path),
-                                                threading.Event())
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=5, total_steps=10, steps_per_loop=3,
-                                 hooks=[loop.PreemptionHook(watcher)])
+    watcher = fault_tolerance.PreemptionWatcher(
+        trainer.strategy, checkpoint, str(tmp_path), threading.Event()
+    )
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=5,
+        total_steps=10,
+        steps_per_loop=3,
+        hooks=[hooks.PreemptionHook(watcher)],
+    )
     controller.run()
     assert controller.step == 10 and saved_steps(controller) == [5, 10]
 
 
 # Errors that stop the run before anything is saved.
+
 
 def test_a_non_finite_loss_stops_before_the_checkpoint(tmp_path):
     trainer = FakeTrainer(train_loss=lambda step: math.nan if step >= 8 else 1.0)
@@ -471,11 +633,15 @@ def test_a_non_finite_weight_stops_before_the_checkpoint(tmp_path):
 
 
 def test_unreadable_input_stops_with_the_kept_checkpoint(tmp_path):
-    trainer = FakeTrainer(error=lambda step, n: tf.errors.DataLossError(
-        None, None, "corrupted record at 12") if step == 4 else None)
+    trainer = FakeTrainer(
+        error=lambda step, n: (
+            tf.errors.DataLossError(None, None, "corrupted record at 12") if step == 4 else None
+        )
+    )
     controller = make_controller(tmp_path, trainer, steps_per_epoch=4, total_steps=20, steps_per_loop=4)
-    with pytest.raises(RecipeError,
-                       match=r"could not be read after step 4 \(corrupted record at 12\).*ckpt-4"):
+    with pytest.raises(
+        RecipeError, match=r"could not be read after step 4 \(corrupted record at 12\).*ckpt-4"
+    ):
         controller.run()
 
 
@@ -490,28 +656,38 @@ def test_other_errors_in_the_loop_pass_unchanged(tmp_path):
 
 # Early stopping.
 
+
 def epoch_losses(losses, steps_per_epoch):
     """A validation loss for each epoch's end: losses[epoch]."""
     return lambda step: losses[step // steps_per_epoch - 1]
 
 
-@pytest.mark.parametrize("losses, patience, epochs_run, best_epoch", [
-    # Best at epoch 2 (1-based), then 2 epochs without improvement: stops after epoch 4.
-    ([1.0, 0.5, 0.6, 0.7, 0.1, 0.1], 2, 4, 2),
-    # An improvement in between starts the count over.
-    ([1.0, 1.1, 0.9, 1.0, 1.1, 0.1, 0.1], 2, 5, 3),
-    # Patience 1: the first epoch without improvement stops the run.
-    ([1.0, 0.5, 0.5, 0.1], 1, 3, 2),
-])
+@pytest.mark.parametrize(
+    "losses, patience, epochs_run, best_epoch",
+    [
+        # Best at epoch 2 (1-based), then 2 epochs without improvement: stops after epoch 4.
+        ([1.0, 0.5, 0.6, 0.7, 0.1, 0.1], 2, 4, 2),
+        # An improvement in between starts the count over.
+        ([1.0, 1.1, 0.9, 1.0, 1.1, 0.1, 0.1], 2, 5, 3),
+        # Patience 1: the first epoch without improvement stops the run.
+        ([1.0, 0.5, 0.5, 0.1], 1, 3, 2),
+    ],
+)
 def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_weights(
-        tmp_path, losses, patience, epochs_run, best_epoch):
+    tmp_path, losses, patience, epochs_run, best_epoch
+):
     steps_per_epoch = 3
     trainer = FakeTrainer(validation_loss=epoch_losses(losses, steps_per_epoch))
-    early_stopping = loop.EarlyStoppingHook(trainer.model, patience)
+    early_stopping = hooks.EarlyStoppingHook(trainer.model, patience)
     recorder = Recorder()
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=steps_per_epoch,
-                                 total_steps=steps_per_epoch * len(losses), steps_per_loop=2,
-                                 hooks=[early_stopping, recorder])
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=steps_per_epoch * len(losses),
+        steps_per_loop=2,
+        hooks=[early_stopping, recorder],
+    )
     controller.run()
     assert controller.step == trainer.step == steps_per_epoch * epochs_run
     assert len(trainer.evaluations) == epochs_run
@@ -524,16 +700,27 @@ def test_early_stopping_stops_after_patience_epochs_and_keeps_the_best_weights(
     assert recorder.named("on_end") == [(controller.step,)]
 
 
-@pytest.mark.parametrize("losses, total_steps, best_epoch", [
-    ([1.0, 0.9, 0.95, 0.8], 8, 4),  # Never triggers: every step runs, the last epoch is best.
-    ([1.0, 0.5, 0.7], 6, 2),  # Epoch 3 is worse; patience 2 is not yet exhausted when the run ends.
-], ids=["never_triggers", "run_ends_first"])
+@pytest.mark.parametrize(
+    "losses, total_steps, best_epoch",
+    [
+        ([1.0, 0.9, 0.95, 0.8], 8, 4),  # Never triggers: every step runs, the last epoch is best.
+        ([1.0, 0.5, 0.7], 6, 2),  # Epoch 3 is worse; patience 2 is not yet exhausted when the run ends.
+    ],
+    ids=["never_triggers", "run_ends_first"],
+)
 def test_early_stopping_that_does_not_stop_runs_every_step_and_keeps_the_best_weights(
-        tmp_path, losses, total_steps, best_epoch):
+    tmp_path, losses, total_steps, best_epoch
+):
     trainer = FakeTrainer(validation_loss=epoch_losses(losses, 2))
-    early_stopping = loop.EarlyStoppingHook(trainer.model, patience=2)
-    controller = make_controller(tmp_path, trainer, steps_per_epoch=2, total_steps=total_steps,
-                                 steps_per_loop=2, hooks=[early_stopping])
+    early_stopping = hooks.EarlyStoppingHook(trainer.model, patience=2)
+    controller = make_controller(
+        tmp_path,
+        trainer,
+        steps_per_epoch=2,
+        total_steps=total_steps,
+        steps_per_loop=2,
+        hooks=[early_stopping],
+    )
     controller.run()
     assert controller.step == total_steps
     assert early_stopping.results() == {"stopped_early": False, "best_epoch": best_epoch}

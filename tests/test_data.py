@@ -1,4 +1,5 @@
 """The data sources and the distributed input pipelines."""
+
 import socket
 import time
 
@@ -8,18 +9,22 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import strategies
-from recipes.core import data
 from recipes.core.errors import RecipeError
+from recipes.core.input import data
 
 
 def _first_batches(dataset, n):
     """The first n global batches of a distributed dataset, replicas concatenated."""
     batches = []
     for element, _ in zip(dataset, range(n)):
-        batches.append(tuple(
-            np.concatenate([np.asarray(t) for t in tf.nest.flatten(
-                part.values if hasattr(part, "values") else part)])
-            for part in element))
+        batches.append(
+            tuple(
+                np.concatenate(
+                    [np.asarray(t) for t in tf.nest.flatten(part.values if hasattr(part, "values") else part)]
+                )
+                for part in element
+            )
+        )
     return batches
 
 
@@ -36,7 +41,7 @@ def test_embedded_sample_is_real_mnist_split_stratified_without_overlap(mnist):
 
 def _all_of(x, y):
     """A training split holding every row of (x, y): nothing carved out as a test split."""
-    return data.from_arrays(x, y, x_test=x, y_test=y).train
+    return data.from_arrays(x, y, test=(x, y)).train
 
 
 def _rows(x, y):
@@ -46,10 +51,15 @@ def _rows(x, y):
 
 def test_training_batches_are_scaled_shuffled_and_identical_over_replicas(mnist, strategy):
     x, y = mnist.x_train[:256], mnist.y_train[:256]
-    reference = _first_batches(data.train_dataset(
-        tf.distribute.get_strategy(), _all_of(x, y), 64, preprocess=data.scale_pixels, seed=3), 6)
-    batches = _first_batches(data.train_dataset(
-        strategy, _all_of(x, y), 64, preprocess=data.scale_pixels, seed=3), 6)
+    reference = _first_batches(
+        data.train_dataset(
+            tf.distribute.get_strategy(), _all_of(x, y), 64, preprocess=data.scale_pixels, seed=3
+        ),
+        6,
+    )
+    batches = _first_batches(
+        data.train_dataset(strategy, _all_of(x, y), 64, preprocess=data.scale_pixels, seed=3), 6
+    )
     for (xb, yb), (x_ref, y_ref) in zip(batches, reference):
         assert xb.shape == (64, 28, 28) and xb.dtype == np.float32
         assert 0.0 <= xb.min() and xb.max() <= 1.0
@@ -65,8 +75,13 @@ def test_training_batches_are_scaled_shuffled_and_identical_over_replicas(mnist,
 def test_start_step_resumes_the_same_stream(mnist):
     x, y = mnist.x_train[:256], mnist.y_train[:256]
     make = lambda start: data.train_dataset(  # noqa: E731
-        tf.distribute.get_strategy(), _all_of(x, y), 32, preprocess=data.scale_pixels, seed=1,
-        start_step=start)
+        tf.distribute.get_strategy(),
+        _all_of(x, y),
+        32,
+        preprocess=data.scale_pixels,
+        seed=1,
+        options=data.PipelineOptions(start_step=start),
+    )
     full, resumed = _first_batches(make(0), 12), _first_batches(make(5), 7)
     for (xb, _), (x_ref, _) in zip(resumed, full[5:]):
         np.testing.assert_array_equal(xb, x_ref)
@@ -74,7 +89,7 @@ def test_start_step_resumes_the_same_stream(mnist):
 
 def test_eval_counts_every_example_exactly_once(mnist, strategy):
     x, y = mnist.x_test[:203], mnist.y_test[:203]  # Not a multiple of the batch.
-    split = data.from_arrays(mnist.x_train, mnist.y_train, x_test=x, y_test=y).test
+    split = data.from_arrays(mnist.x_train, mnist.y_train, test=(x, y)).test
     dataset, steps = data.eval_dataset(strategy, split, 64, preprocess=data.scale_pixels)
     assert steps == 4
     batches = _first_batches(dataset, steps + 1)
@@ -87,7 +102,7 @@ def test_eval_counts_every_example_exactly_once(mnist, strategy):
 
 def test_every_batch_has_a_static_shape_as_tpus_need(mnist, strategy):
     x, y = mnist.x_test[:203], mnist.y_test[:203]
-    splits = data.from_arrays(x, y, x_test=x, y_test=y)
+    splits = data.from_arrays(x, y, test=(x, y))
     train = data.train_dataset(strategy, splits.train, 64, preprocess=data.scale_pixels, seed=0)
     test, _ = data.eval_dataset(strategy, splits.test, 64, preprocess=data.scale_pixels)
     per_replica = 64 // strategy.num_replicas_in_sync
@@ -101,8 +116,13 @@ def test_every_batch_has_a_static_shape_as_tpus_need(mnist, strategy):
 def test_batch_that_replicas_cannot_split_is_a_clear_error(mnist):
     strategy = strategies.get_strategy("mirrored", num_cpu_devices=2)
     with pytest.raises(RecipeError, match="^batch_size=33 does not split evenly over 2"):
-        data.train_dataset(strategy, data.from_arrays(mnist.x_train, mnist.y_train).train, 33,
-                           preprocess=data.scale_pixels, seed=0)
+        data.train_dataset(
+            strategy,
+            data.from_arrays(mnist.x_train, mnist.y_train).train,
+            33,
+            preprocess=data.scale_pixels,
+            seed=0,
+        )
 
 
 def test_tfds_without_network_or_prepared_data_fails_fast(tmp_path):
@@ -128,10 +148,15 @@ class RecipesTestDigits(tfds.core.GeneratorBasedBuilder):
 
     def _info(self):
         return tfds.core.DatasetInfo(
-            builder=self, supervised_keys=("image", "label"),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(28, 28, 1)),
-                "label": tfds.features.ClassLabel(names=[f"digit{i}" for i in range(10)])}))
+            builder=self,
+            supervised_keys=("image", "label"),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(28, 28, 1)),
+                    "label": tfds.features.ClassLabel(names=[f"digit{i}" for i in range(10)]),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples(0, 300), "test": self._generate_examples(300, 340)}
@@ -155,8 +180,12 @@ def test_a_prepared_tfds_dataset_is_read_from_its_shards(tmp_path):
         read = x[:, 0, 0].astype(int) * 256 + x[:, 0, 1]
         assert sorted(read.tolist()) == list(ids)  # Every example once.
         np.testing.assert_array_equal(y, read % 10)  # Each with its own label.
-    (xb, yb), = _first_batches(data.train_dataset(
-        tf.distribute.get_strategy(), dataset.train, 32, preprocess=data.scale_pixels, seed=0), 1)
+    ((xb, yb),) = _first_batches(
+        data.train_dataset(
+            tf.distribute.get_strategy(), dataset.train, 32, preprocess=data.scale_pixels, seed=0
+        ),
+        1,
+    )
     assert xb.shape == (32, 28, 28) and xb.dtype == np.float32
     np.testing.assert_array_equal(yb, np.rint(xb[:, 0, 0] * 255 * 256 + xb[:, 0, 1] * 255) % 10)
 

@@ -2,6 +2,7 @@
 step under `mirrored` equal to `default` (Keras' own Distiller doubles it), alpha=0
 equal to the student alone, a frozen teacher, the recipe end to end, and its
 one-line errors."""
+
 import json
 import os
 
@@ -13,9 +14,12 @@ import tensorflow as tf
 import models
 from recipes import distill as distill_recipe
 from recipes import mnist as mnist_recipe
-from recipes.core import data, distillation, runs, step
-from recipes.core.config import TrainConfig
+from recipes.core.deploy import runs
 from recipes.core.errors import RecipeError
+from recipes.core.input import data
+from recipes.core.objectives import distillation
+from recipes.core.training import step
+from recipes.core.training.config import TrainConfig
 from tests.helpers import assert_one_error_line, run_in_process, run_python, shared_strategy
 
 
@@ -32,18 +36,30 @@ def _steps(strategy, mnist, teacher, alpha, steps=1, temperature=3.0):
         student = models.two_layer_mlp(hidden_units=16)
         optimizer = keras.optimizers.SGD(0.5)
     objective = distillation.Distillation(teacher, temperature=temperature, alpha=alpha)
-    trainer = step.Trainer(strategy, student, optimizer, metrics_fn=list, global_batch_size=64,
-                           objective=objective, jit_compile=False)
-    iterator = iter(data.train_dataset(strategy, data.from_array_data(mnist).train, 64,
-                                       preprocess=data.scale_pixels, seed=0))
+    trainer = step.Trainer(
+        strategy,
+        student,
+        optimizer,
+        objective,
+        global_batch_size=64,
+        options=step.StepOptions(jit_compile=False),
+    )
+    iterator = iter(
+        data.train_dataset(
+            strategy, data.from_array_data(mnist).train, 64, preprocess=data.scale_pixels, seed=0
+        )
+    )
     trainer.train_loop(iterator, tf.constant(steps))
     return student.get_weights()
 
 
 def test_logits_are_what_the_softmax_reads():
     x = np.random.default_rng(0).random((5, 28, 28)).astype(np.float32)
-    for model in (models.mnist_dense(hidden_units=(8,)), models.two_layer_mlp(hidden_units=8),
-                  models.cnn(filters=(4, 8), dense_units=8)):
+    for model in (
+        models.mnist_dense(hidden_units=(8,)),
+        models.two_layer_mlp(hidden_units=8),
+        models.cnn(filters=(4, 8), dense_units=8),
+    ):
         np.testing.assert_allclose(tf.nn.softmax(models.logits(model, x)), model(x), atol=1e-6)
     big = models.BigModel(hidden_units=(8, 4))
     probabilities = big(x)
@@ -65,10 +81,10 @@ def test_the_loss_is_keras_logits_distillation_by_hand(mnist):
     t, s = (np.asarray(models.logits(m, x), np.float64) for m in (teacher, student))
     hard = -np.log(softmax(s)[np.arange(32), y])
     p, q = softmax(t / 4.0), softmax(s / 4.0)
-    kl = np.mean(np.sum(p * np.log(p / q), axis=-1)) * 4.0 ** 2
+    kl = np.mean(np.sum(p * np.log(p / q), axis=-1)) * 4.0**2
     np.testing.assert_allclose(np.mean(per_example), np.mean(0.7 * hard + 0.3 * kl), rtol=1e-5)
     # Keras 3.15's LogitsDistillation with its default loss string takes no softmax
-    # (recipes/core/distillation.py). This fails once Keras fixes it: then drop the workaround.
+    # (recipes/core/objectives/distillation.py). This fails once Keras fixes it: then drop the workaround.
     default = keras.distillation.LogitsDistillation(temperature=4.0).compute_loss(t, s)
     assert abs(float(default) - kl) > 0.1 * kl
 
@@ -98,8 +114,11 @@ def test_alpha_zero_is_the_student_alone_and_the_teacher_stays_frozen(mnist):
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("teacher"))
-    mnist_recipe.run(TrainConfig(model_dir=model_dir, train_steps=30, seed=0), shared_strategy("default"),
-                     data.open_data("sample"))
+    mnist_recipe.run(
+        TrainConfig(model_dir=model_dir, train_steps=30, seed=0),
+        shared_strategy("default"),
+        data.open_data("sample"),
+    )
     return runs.read(model_dir)
 
 
@@ -107,8 +126,13 @@ def teacher_run(tmp_path_factory):
 def test_two_steps_under_each_strategy_and_the_student_loads_fresh(teacher_run, strategy, tmp_path):
     dataset = teacher_run.load_data()
     one_device = strategy.num_replicas_in_sync == 1  # The baseline and a fresh process once.
-    results = distill_recipe.run(TrainConfig(model_dir=str(tmp_path), train_steps=2, batch_size=64),
-                                 strategy, teacher_run, dataset, hidden_units=32, baseline=one_device)
+    results = distill_recipe.run(
+        TrainConfig(model_dir=str(tmp_path), train_steps=2, batch_size=64),
+        strategy,
+        teacher_run,
+        dataset,
+        distill_recipe.Settings(hidden_units=32, baseline=one_device),
+    )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == results and saved["student_parameters"] * 4 <= saved["teacher_parameters"]
     if not one_device:
@@ -126,24 +150,30 @@ np.testing.assert_allclose(model(np.load("{tmp_path}/x.npy")), np.load("{tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,expected", [
-    (["--teacher_dir={tmp}"], "holds no finished run (no metrics.json)"),
-    (["--temperature=-1"], "--temperature must be positive"),
-    (["--alpha=1.5"], "flag --alpha=1.5"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--teacher_dir={tmp}"], "holds no finished run (no metrics.json)"),
+        (["--temperature=-1"], "--temperature must be positive"),
+        (["--alpha=1.5"], "flag --alpha=1.5"),
+    ],
+)
 def test_bad_input_is_one_line(teacher_run, args, expected, tmp_path, monkeypatch, capfd):
     args = [a.format(tmp=tmp_path, teacher=teacher_run.model_dir) for a in args]
-    assert_one_error_line(*run_in_process(distill_recipe, [f"--model_dir={tmp_path}/out", *args],
-                                          monkeypatch, capfd)[::2], expected)
+    assert_one_error_line(
+        *run_in_process(distill_recipe, [f"--model_dir={tmp_path}/out", *args], monkeypatch, capfd)[::2],
+        expected,
+    )
 
 
 def test_a_teacher_that_does_not_fit_the_data_is_one_line(mnist, tmp_path):
     dataset = data.from_array_data(mnist)
     input_shape = distill_recipe.model_input_shape(dataset, dataset.default_preprocessing())
     assert input_shape == (28, 28)
-    for teacher, expected in [(models.mnist_dense(num_classes=3), "has 3 outputs for the data's 10 classes"),
-                              (models.cnn(input_shape=(32, 32, 3)),
-                               "takes inputs of shape [32, 32, 3], not the data's [28, 28]")]:
+    for teacher, expected in [
+        (models.mnist_dense(num_classes=3), "has 3 outputs for the data's 10 classes"),
+        (models.cnn(input_shape=(32, 32, 3)), "takes inputs of shape [32, 32, 3], not the data's [28, 28]"),
+    ]:
         path = str(tmp_path / f"{teacher.name}.keras")
         teacher.save(path)
         with pytest.raises(RecipeError) as error:

@@ -1,6 +1,7 @@
 """The process around a run: importing the package changes nothing process-wide,
 the entry point sets what a recipe needs (the BFC allocator, quiet logs), and a
 run leaves a training-curves plot read back from its logs."""
+
 import os
 import re
 import struct
@@ -8,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from recipes.core import artifacts
+from recipes.core.rundir import artifacts
 from tests.helpers import run_module, run_python
 
 _IMPORT_SIDE_EFFECTS = """
@@ -28,8 +29,12 @@ def state():
 
 before = state()
 import models, strategies, recipes
-from recipes.core import (artifacts, config, data, entry, errors, fault_tolerance, flags, loop,
-                          metrics, optimization, step, text, train)
+from recipes.core.rundir import artifacts, fault_tolerance
+from recipes.core.training import config, loop, metrics, optimization, step, train
+from recipes.core.input import data
+from recipes.core.cli import entry, flags
+from recipes.core import errors
+from recipes.core.nlp import text
 from recipes import bert, bigmodel, cnn, linreg, lstm, mlp, mnist, neuron
 after = state()
 print([name for name in before if before[name] != after[name]])
@@ -37,8 +42,10 @@ print([name for name in before if before[name] != after[name]])
 
 
 def test_importing_the_package_changes_no_process_wide_state():
-    assert run_python(_IMPORT_SIDE_EFFECTS, env=_without("TF_CPU_ALLOCATOR_USE_BFC",
-                                                         "TF_CPP_MIN_LOG_LEVEL")) == "[]"
+    assert (
+        run_python(_IMPORT_SIDE_EFFECTS, env=_without("TF_CPU_ALLOCATOR_USE_BFC", "TF_CPP_MIN_LOG_LEVEL"))
+        == "[]"
+    )
 
 
 def _without(*names):
@@ -87,8 +94,13 @@ def test_a_default_run_prints_no_absl_info_lines_and_verbosity_brings_them_back(
     quiet = run_module("recipes.mnist", f"--model_dir={tmp_path / 'quiet'}", *args)
     assert quiet.returncode == 0, quiet.stderr[-3000:]
     assert not _ABSL_INFO.search(quiet.stdout + quiet.stderr), (quiet.stdout + quiet.stderr)[-3000:]
-    for line in ("--strategy=auto chose default", "Data: mnist (bundled sample)",
-                 "Strategy: default with 1 replica(s)", "Epoch 1/1", "Test: loss="):
+    for line in (
+        "--strategy=auto chose default",
+        "Data: mnist (bundled sample)",
+        "Strategy: default with 1 replica(s)",
+        "Epoch 1/1",
+        "Test: loss=",
+    ):
         assert line in quiet.stdout
     assert (tmp_path / "quiet" / "curves.png").exists()
 
@@ -104,11 +116,17 @@ def _png_size(path):
 
 
 def test_curves_cover_a_resumed_run_and_mark_the_early_stopping_epoch(tmp_path, mnist):
-    from recipes.core.config import TrainConfig
+    from recipes.core.training.config import TrainConfig
     from tests.helpers import shared_strategy, train_mnist_net
 
-    base = dict(model_dir=str(tmp_path), batch_size=450, seed=1, learning_rate=3e-3,
-                steps_per_loop=5, early_stopping_patience=1)
+    base = dict(
+        model_dir=str(tmp_path),
+        batch_size=450,
+        seed=1,
+        learning_rate=3e-3,
+        steps_per_loop=5,
+        early_stopping_patience=1,
+    )
     train_mnist_net(TrainConfig(train_steps=9, **base), shared_strategy("default"), mnist)
     results = train_mnist_net(TrainConfig(epochs=30, **base), shared_strategy("default"), mnist)
     scalars = artifacts.read_scalars(tmp_path / "logs" / "train")

@@ -7,6 +7,7 @@ directory, the model) inside this process, which takes seconds instead of a
 TensorFlow start-up each. The faults a process meets (signals, kills, a second
 writer, a cluster that never forms) run as real processes.
 """
+
 import importlib
 import json
 import os
@@ -23,9 +24,11 @@ import tensorflow as tf
 from absl import flags
 
 import models
-from recipes.core import artifacts, entry, run_dir, train
-from recipes.core import config as config_lib
+from recipes.core.cli import entry
 from recipes.core.errors import RecipeError
+from recipes.core.rundir import artifacts, run_dir
+from recipes.core.training import config as config_lib
+from recipes.core.training import train
 from tests.helpers import PIXELS, REPO, assert_one_line_error, run_module, shared_strategy, train_mnist_net
 
 
@@ -37,9 +40,9 @@ def _file(tmp):
 def _dir_with(name, kind):
     def make(tmp):
         run = tmp / "run"
-        (run / name).mkdir(parents=True) if kind == "dir" else (
-            run.mkdir(), (run / name).write_text("x"))
+        (run / name).mkdir(parents=True) if kind == "dir" else (run.mkdir(), (run / name).write_text("x"))
         return run
+
     return make
 
 
@@ -84,37 +87,84 @@ BAD_INPUTS = [
     ("mnist", ["--accum_steps=0"], "--accum_steps must be at least 1", None),
     ("mnist", ["--checkpoint_steps=-1"], "--checkpoint_steps must be 0 or more", None),
     ("mnist", ["--lr_schedule=exponential"], "needs --decay_steps > 0", None),
-    ("mnist", ["--lr_schedule=step", "--decay_steps=10", "--decay_rate=2"], "needs 0 < --decay_rate <= 1", None),
+    (
+        "mnist",
+        ["--lr_schedule=step", "--decay_steps=10", "--decay_rate=2"],
+        "needs 0 < --decay_rate <= 1",
+        None,
+    ),
     ("mnist", ["--lr_schedule=linear"], "needs --decay_rate > 0", None),
     ("mnist", ["--decay_rate=nan"], "--decay_rate must be a finite number", None),
     ("mnist", ["--warmup_steps=-1"], "--warmup_steps must be 0 or more", None),
     ("mnist", ["--early_stopping_patience=-1"], "--early_stopping_patience must be 0 or more", None),
     # Where to run.
-    ("mnist", ["--strategy=mirrored", "--num_cpu_devices=1000"], "--num_cpu_devices must be in [1, 64]", None),
+    (
+        "mnist",
+        ["--strategy=mirrored", "--num_cpu_devices=1000"],
+        "--num_cpu_devices must be in [1, 64]",
+        None,
+    ),
     ("mnist", ["--num_cpu_devices=0"], "--num_cpu_devices must be in [1, 64]", None),
     ("mnist", ["--strategy=multi_worker"], "needs the cluster", None),
-    ("mnist", ["--strategy=multi_worker", "--worker_hosts=localhost,localhost:2", "--task_index=0"],
-     "'localhost' is not host:port", None),
-    ("mnist", ["--strategy=multi_worker", "--worker_hosts=localhost:99999,localhost:2", "--task_index=0"],
-     "'localhost:99999' is not host:port with a port in [1, 65535]", None),
-    ("mnist", ["--strategy=multi_worker", "--worker_hosts=localhost:3,localhost:3", "--task_index=0"],
-     "names localhost:3 more than once", None),
-    ("mnist", ["--strategy=multi_worker", "--worker_hosts=a:1,b:2", "--task_index=2"],
-     "--task_index=2 is not a worker", None),
-    ("mnist", ["--strategy=multi_worker", "--worker_hosts=a:1,b:2", "--task_index=0",
-               "--cluster_timeout_seconds=0"], "--cluster_timeout_seconds must be positive", None),
+    (
+        "mnist",
+        ["--strategy=multi_worker", "--worker_hosts=localhost,localhost:2", "--task_index=0"],
+        "'localhost' is not host:port",
+        None,
+    ),
+    (
+        "mnist",
+        ["--strategy=multi_worker", "--worker_hosts=localhost:99999,localhost:2", "--task_index=0"],
+        "'localhost:99999' is not host:port with a port in [1, 65535]",
+        None,
+    ),
+    (
+        "mnist",
+        ["--strategy=multi_worker", "--worker_hosts=localhost:3,localhost:3", "--task_index=0"],
+        "names localhost:3 more than once",
+        None,
+    ),
+    (
+        "mnist",
+        ["--strategy=multi_worker", "--worker_hosts=a:1,b:2", "--task_index=2"],
+        "--task_index=2 is not a worker",
+        None,
+    ),
+    (
+        "mnist",
+        [
+            "--strategy=multi_worker",
+            "--worker_hosts=a:1,b:2",
+            "--task_index=0",
+            "--cluster_timeout_seconds=0",
+        ],
+        "--cluster_timeout_seconds must be positive",
+        None,
+    ),
     ("mnist", ["--strategy=mirrored", "--all_reduce_alg=nccl"], "--all_reduce_alg=nccl needs GPUs", None),
-    ("mnist", ["--strategy=mirrored", "--all_reduce_alg=ring"],
-     "--all_reduce_alg=ring does not apply to the mirrored strategy", None),
+    (
+        "mnist",
+        ["--strategy=mirrored", "--all_reduce_alg=ring"],
+        "--all_reduce_alg=ring does not apply to the mirrored strategy",
+        None,
+    ),
     ("mnist", ["--strategy=tpu", "--tpu=grpc://127.0.0.1:9"], "no TPU answers at grpc://127.0.0.1:9", None),
     # The data, and what must fit in it.
     ("mnist", ["--data=mnist"], "not prepared", None),
-    ("mnist", ["--data=mnist", "--data_dir=gs://no-bucket/tfds"], "--data_dir=gs://no-bucket/tfds cannot be read",
-     None),
+    (
+        "mnist",
+        ["--data=mnist", "--data_dir=gs://no-bucket/tfds"],
+        "--data_dir=gs://no-bucket/tfds cannot be read",
+        None,
+    ),
     ("mnist", ["--data_source=auto"], "--data_source is replaced by --data", None),
-    ("mnist", ["--data_dir=gs://no-bucket/tensorflow_datasets"],
-     "--data_dir=gs://no-bucket/tensorflow_datasets is tensorflow-datasets' directory, and --data is the "
-     "bundled sample", None),
+    (
+        "mnist",
+        ["--data_dir=gs://no-bucket/tensorflow_datasets"],
+        "--data_dir=gs://no-bucket/tensorflow_datasets is tensorflow-datasets' directory, and --data is the "
+        "bundled sample",
+        None,
+    ),
     ("mnist", ["--batch_size=5000"], "larger than the 4500 training examples", None),
     ("mnist", ["--accum_steps=5"], "--accum_steps=5 does not divide the per-replica batch of 32", None),
     # The run directory, probed before the model is built.
@@ -143,15 +193,30 @@ def fresh_flags():
     flags.FLAGS.unparse_flags()
 
 
-@pytest.mark.parametrize("recipe,args,expected,model_dir", BAD_INPUTS,
-                         ids=[f"{r}{'_'.join([''] + a)}{'' if d is None else f'_dir{i}'}"
-                              for i, (r, a, _, d) in enumerate(BAD_INPUTS)])
-def test_a_bad_input_is_one_error_line_and_a_nonzero_exit(recipe, args, expected, model_dir, tmp_path,
-                                                           capfd, monkeypatch, fresh_flags):
+@pytest.mark.parametrize(
+    "recipe,args,expected,model_dir",
+    BAD_INPUTS,
+    ids=[
+        f"{r}{'_'.join([''] + a)}{'' if d is None else f'_dir{i}'}"
+        for i, (r, a, _, d) in enumerate(BAD_INPUTS)
+    ],
+)
+def test_a_bad_input_is_one_error_line_and_a_nonzero_exit(
+    recipe, args, expected, model_dir, tmp_path, capfd, monkeypatch, fresh_flags
+):
     module = importlib.import_module(f"recipes.{recipe}")
     where = model_dir(tmp_path) if model_dir else tmp_path / "run"
-    monkeypatch.setattr(sys, "argv", [module.__file__, f"--model_dir={where}", "--train_steps=2",
-                                      "--pretrain_epochs=1" if recipe == "bert" else "--seed=0", *args])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            module.__file__,
+            f"--model_dir={where}",
+            "--train_steps=2",
+            "--pretrain_epochs=1" if recipe == "bert" else "--seed=0",
+            *args,
+        ],
+    )
     flags.FLAGS.unparse_flags()
     with pytest.raises(SystemExit) as exited:
         entry.run(module.main)
@@ -169,26 +234,34 @@ def test_a_bad_input_is_one_error_line_and_a_nonzero_exit(recipe, args, expected
 def test_the_command_line_spells_the_settings_an_error_names_as_its_flags():
     """The library names a setting (`batch_size=32`); `entry` prints it as the flag of
     the same name, and leaves prose, quoted names, paths and flags as they are."""
-    from recipes.core import flags as recipe_flags  # noqa: F401 - defines the shared flags.
-    assert entry.as_flags("model_dir=/tmp/run holds a run trained with other settings (batch_size=32 there, "
-                          "64 now); pass a new model_dir") == (
+    from recipes.core.cli import flags as recipe_flags  # noqa: F401 - defines the shared flags.
+
+    assert entry.as_flags(
+        "model_dir=/tmp/run holds a run trained with other settings (batch_size=32 there, "
+        "64 now); pass a new model_dir"
+    ) == (
         "--model_dir=/tmp/run holds a run trained with other settings (--batch_size=32 there, 64 now); "
-        "pass a new --model_dir")
+        "pass a new --model_dir"
+    )
     assert entry.as_flags("epochs must be at least 1; received 0") == (
-        "--epochs must be at least 1; received 0")
+        "--epochs must be at least 1; received 0"
+    )
     assert entry.as_flags("no TPU found for tpu=local; pick another strategy") == (
-        "no TPU found for --tpu=local; pick another strategy")
+        "no TPU found for --tpu=local; pick another strategy"
+    )
     untouched = "the data in /runs/model_dir/x: `num_heads` must divide `hidden_size`; pass --seed=1"
     assert entry.as_flags(untouched) == untouched
 
 
 def test_the_models_reject_bad_arguments_by_name():
-    for build, match in [(lambda: models.BigModel(hidden_units=None), "hidden_units"),
-                         (lambda: models.mnist_dense(hidden_units=(1.9,)), "hidden_units"),
-                         (lambda: models.two_layer_mlp(hidden_units=0), "hidden_units"),
-                         (lambda: models.cnn(filters=(32, -1)), "filters"),
-                         (lambda: models.lstm_classifier(units=2.5), "units"),
-                         (lambda: models.BertEncoder(100, 16, hidden_size=128, num_heads=3), "num_heads")]:
+    for build, match in [
+        (lambda: models.BigModel(hidden_units=None), "hidden_units"),
+        (lambda: models.mnist_dense(hidden_units=(1.9,)), "hidden_units"),
+        (lambda: models.two_layer_mlp(hidden_units=0), "hidden_units"),
+        (lambda: models.cnn(filters=(32, -1)), "filters"),
+        (lambda: models.lstm_classifier(units=2.5), "units"),
+        (lambda: models.BertEncoder(100, 16, hidden_size=128, num_heads=3), "num_heads"),
+    ]:
         with pytest.raises(ValueError, match=match):
             build()
     with pytest.raises(RecipeError, match="cannot build the model: `hidden_units`"):
@@ -198,8 +271,9 @@ def test_the_models_reject_bad_arguments_by_name():
 
 
 def test_a_stale_lock_is_reclaimed_and_a_live_one_refused(tmp_path, capsys):
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                           capture_output=True, text=True).stdout.strip()
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     lock = tmp_path / run_dir.LOCK
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(ended)}))
     with run_dir.claim(str(tmp_path)):
@@ -216,8 +290,12 @@ def test_a_stale_lock_is_reclaimed_and_a_live_one_refused(tmp_path, capsys):
 
 
 def _config(tmp_path, **overrides):
-    return config_lib.TrainConfig(model_dir=str(tmp_path), batch_size=32, steps_per_loop=5,
-                                  **{"train_steps": 10, "checkpoint_steps": 5, **overrides})
+    return config_lib.TrainConfig(
+        model_dir=str(tmp_path),
+        batch_size=32,
+        steps_per_loop=5,
+        **{"train_steps": 10, "checkpoint_steps": 5, **overrides},
+    )
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, mnist, monkeypatch):
@@ -235,20 +313,29 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(tmp_path, mnis
         raise tf.errors.ResourceExhaustedError(None, None, f"{partial}: No space left on device")
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", full_disk)
-    with pytest.raises(RecipeError, match=r"the disk holding model_dir=.* is full; the last complete "
-                                          r"checkpoint is kept \(.*ckpt-5\); free some space"):
+    with pytest.raises(
+        RecipeError,
+        match=r"the disk holding model_dir=.* is full; the last complete "
+        r"checkpoint is kept \(.*ckpt-5\); free some space",
+    ):
         train_mnist_net(_config(tmp_path), strategy, mnist)
     monkeypatch.setattr(tf.train.CheckpointManager, "save", save)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if "ckpt-" in p.name) == [
-        "ckpt-5.data-00000-of-00001", "ckpt-5.index"]
+        "ckpt-5.data-00000-of-00001",
+        "ckpt-5.index",
+    ]
     assert not (tmp_path / run_dir.LOCK).exists()
     assert train_mnist_net(_config(tmp_path), strategy, mnist)["steps_this_run"] == 5  # Resumes.
 
 
 def _can_mount_tmpfs(path):
     path.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -259,8 +346,13 @@ def test_a_real_full_disk_through_the_cli(tmp_path):
     if not _can_mount_tmpfs(disk):
         pytest.skip("this machine does not let the tests mount a tmpfs")
     try:
-        done = run_module("recipes.mnist", f"--model_dir={disk / 'run'}", "--train_steps=10",
-                          "--steps_per_loop=5", "--checkpoint_steps=5")
+        done = run_module(
+            "recipes.mnist",
+            f"--model_dir={disk / 'run'}",
+            "--train_steps=10",
+            "--steps_per_loop=5",
+            "--checkpoint_steps=5",
+        )
         assert_one_line_error(done, "is full; the last complete checkpoint is kept (none was written)")
         leftovers = [p.name for p in (disk / "run" / "checkpoints").iterdir()]
         assert not [name for name in leftovers if "temp" in name], leftovers
@@ -307,9 +399,13 @@ def test_the_resume_contract(tmp_path):
     run = tmp_path / "run"
     assert _run(run, "--train_steps=20").returncode == 0
     changed = _run(run, "--train_steps=40", "--learning_rate=0.5", "--batch_size=64")
-    assert_one_line_error(changed, "holds a run trained with other settings",
-                          "--batch_size=32 there, 64 now", "--learning_rate=0.001 there, 0.5 now",
-                          "new --model_dir")
+    assert_one_line_error(
+        changed,
+        "holds a run trained with other settings",
+        "--batch_size=32 there, 64 now",
+        "--learning_rate=0.001 there, 0.5 now",
+        "new --model_dir",
+    )
     fewer = _run(run, "--train_steps=10")
     assert_one_line_error(fewer, "checkpoint at step 20, past the 10 steps asked for")
     assert _checkpoints(run) == ["ckpt-20.index"]  # Neither touched the checkpoints.
@@ -318,8 +414,10 @@ def test_the_resume_contract(tmp_path):
     resumed = _run(run, "--train_steps=30", "--strategy=mirrored", "--num_cpu_devices=2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from the newest readable one, ckpt-20" in resumed.stdout
-    assert "Resuming with changes that leave the result as it was: --strategy default -> mirrored" \
+    assert (
+        "Resuming with changes that leave the result as it was: --strategy default -> mirrored"
         in resumed.stdout
+    )
     assert json.loads((run / "metrics.json").read_text())["steps_this_run"] == 10
 
 
@@ -328,13 +426,20 @@ def test_nan_from_a_diverging_optimizer_never_reaches_disk(tmp_path):
     """SGD whose warm-up takes the rate towards 30: finite checkpoints first (steps
     5-15 here), then the weights blow up; the run stops with one line, and every
     checkpoint on disk is finite."""
-    done = _run(tmp_path, "--optimizer=sgd", "--learning_rate=30", "--warmup_steps=100",
-                "--train_steps=100", "--checkpoint_steps=5", "--steps_per_loop=5")
+    done = _run(
+        tmp_path,
+        "--optimizer=sgd",
+        "--learning_rate=30",
+        "--warmup_steps=100",
+        "--train_steps=100",
+        "--checkpoint_steps=5",
+        "--steps_per_loop=5",
+    )
     assert_one_line_error(done, "became", "stopped without saving", "lower --learning_rate")
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "metrics.json").exists()
     assert _checkpoints(tmp_path)
     for index in _checkpoints(tmp_path):
-        reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints" / index[:-len(".index")]))
+        reader = tf.train.load_checkpoint(str(tmp_path / "checkpoints" / index[: -len(".index")]))
         for name, dtype in reader.get_variable_to_dtype_map().items():
             if dtype.is_floating:
                 assert np.all(np.isfinite(reader.get_tensor(name))), (index, name)
@@ -342,9 +447,13 @@ def test_nan_from_a_diverging_optimizer_never_reaches_disk(tmp_path):
 
 def _start(model_dir, *args):
     return subprocess.Popen(
-        [sys.executable, "-m", "recipes.mnist", f"--model_dir={model_dir}", *args], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        [sys.executable, "-m", "recipes.mnist", f"--model_dir={model_dir}", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
 
 
 def _wait_for(path, process, seconds=120):
@@ -411,16 +520,25 @@ def test_a_worker_that_never_starts_ends_the_wait_with_one_line(tmp_path):
             ports.append(s.getsockname()[1])
     hosts = ",".join(f"127.0.0.1:{port}" for port in ports)
     start = time.monotonic()
-    done = run_module("recipes.mnist", "--strategy=multi_worker", f"--worker_hosts={hosts}",
-                      "--task_index=0", "--cluster_timeout_seconds=20", f"--model_dir={tmp_path}",
-                      "--train_steps=2", timeout=120)
+    done = run_module(
+        "recipes.mnist",
+        "--strategy=multi_worker",
+        f"--worker_hosts={hosts}",
+        "--task_index=0",
+        "--cluster_timeout_seconds=20",
+        f"--model_dir={tmp_path}",
+        "--train_steps=2",
+        timeout=120,
+    )
     assert 20 < time.monotonic() - start < 120  # Waited the timeout, and no hang.
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert f"Waiting for 127.0.0.1:{ports[1]} to join the cluster (10 s of 20 s)." in done.stdout
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: 127.0.0.1:{ports[1]} did not join the cluster within "
-                      "cluster_timeout_seconds=20; start every worker with the same worker_hosts "
-                      "(or TF_CONFIG), each with its own task_index"]
+    assert errors == [
+        f"error: 127.0.0.1:{ports[1]} did not join the cluster within "
+        "cluster_timeout_seconds=20; start every worker with the same worker_hosts "
+        "(or TF_CONFIG), each with its own task_index"
+    ]
 
 
 def test_a_setting_newer_than_the_checkpoints_is_not_compared(tmp_path):

@@ -3,6 +3,7 @@ export, and bad input as one line each.
 
 The text is real and ships with Python: the Python Language Reference's topics.
 """
+
 import json
 
 import keras
@@ -11,7 +12,8 @@ import pytest
 import tensorflow as tf
 
 import models
-from recipes.core import generation, language, samples
+from recipes.core.input import samples
+from recipes.core.nlp import generation, language
 from tests.helpers import run_module, run_python
 
 
@@ -36,9 +38,10 @@ def test_cached_decode_steps_give_the_full_forward_logits(dtype, tolerance):
     logits, cache = model.prefill(ids[:, :7])
     np.testing.assert_allclose(keras.ops.convert_to_numpy(logits), full[:, :7], atol=tolerance, rtol=0)
     for t in range(7, 20):
-        logits, cache = model.decode(ids[:, t:t + 1], cache, t)
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(logits)[:, 0], full[:, t], atol=tolerance,
-                                   rtol=0)
+        logits, cache = model.decode(ids[:, t : t + 1], cache, t)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(logits)[:, 0], full[:, t], atol=tolerance, rtol=0
+        )
 
 
 def test_attention_is_causal_and_the_head_is_tied_to_the_embedding():
@@ -72,22 +75,31 @@ def _sorted_vocabulary():
     return language.Vocabulary(tuple(sorted(VOCABULARY.byte_values)))
 
 
-@pytest.mark.parametrize("settings", [dict(temperature=0), dict(temperature=1.0, top_k=10, top_p=0.9, seed=3),
-                                      dict(beam_width=3)], ids=["greedy", "sampled", "beam"])
+@pytest.mark.parametrize(
+    "settings",
+    [dict(temperature=0), dict(temperature=1.0, top_k=10, top_p=0.9, seed=3), dict(beam_width=3)],
+    ids=["greedy", "sampled", "beam"],
+)
 def test_generation_is_the_same_with_and_without_the_cache_across_context_slides(settings):
     """256 tokens from a context of 32: the context fills and slides many times."""
     vocabulary = _sorted_vocabulary()
     model = _gpt(vocab_size=vocabulary.size, dtype="float64")
     count = 64 if "beam_width" in settings else 256
-    cached = generation.Generator(model, vocabulary).generate("Hello", count, **settings)
-    recomputed = generation.Generator(model, vocabulary, kv_cache=False).generate("Hello", count, **settings)
+    sampling = generation.Sampling(**settings)
+    cached = generation.Generator(model, vocabulary).generate("Hello", count, sampling)
+    recomputed = generation.Generator(model, vocabulary, kv_cache=False).generate("Hello", count, sampling)
     assert cached == recomputed and len(cached.encode()) == count
 
 
 def test_sampling_is_seeded_and_restricted_to_top_k_and_top_p():
     logits = tf.math.log(tf.constant([[0.5, 0.3, 0.15, 0.05]] * 2000))
-    draw = lambda **s: generation.choose(logits, s.get("t", 1.0), s.get("k", 0), s.get("p", 1.0),  # noqa: E731
-                                       tf.constant([7, 0], tf.int64)).numpy()
+    draw = lambda **s: generation.choose(
+        logits,
+        s.get("t", 1.0),
+        s.get("k", 0),
+        s.get("p", 1.0),  # noqa: E731
+        tf.constant([7, 0], tf.int64),
+    ).numpy()
     np.testing.assert_array_equal(draw(), draw())
     assert set(draw(k=2)) == {0, 1} and set(draw(p=0.7)) == {0, 1} and set(draw(p=0.85)) == {0, 1, 2}
     assert set(draw(t=0)) == {0}
@@ -98,15 +110,16 @@ def test_stop_strings_cut_the_text_and_streaming_passes_it_on_in_order():
     vocabulary = _sorted_vocabulary()
     model = _gpt(vocab_size=vocabulary.size)
     generator = generation.Generator(model, vocabulary)
-    full = generator.generate("ab", 200, temperature=1.0, seed=5)
+    sampling = generation.Sampling(temperature=1.0, seed=5)
+    full = generator.generate("ab", 200, sampling)
     stop = full[40:42]
     pieces = []
-    cut = generator.generate("ab", 200, temperature=1.0, seed=5, stop=stop, on_text=pieces.append)
-    assert cut == full[:full.index(stop)] and "".join(pieces) == cut
+    cut = generator.generate("ab", 200, sampling, stop=stop, on_text=pieces.append)
+    assert cut == full[: full.index(stop)] and "".join(pieces) == cut
 
 
 def test_the_ngram_baselines_are_cross_entropies_of_held_out_counts(tmp_path):
-    from recipes.core import data
+    from recipes.core.input import data
 
     (tmp_path / "t.txt").write_text("ab" * 1200)
     opened = data.open_data(str(tmp_path / "t.txt"), text_window=8)
@@ -118,7 +131,7 @@ def test_the_ngram_baselines_are_cross_entropies_of_held_out_counts(tmp_path):
 
 
 def test_strided_held_out_windows_score_every_held_out_character_once_with_long_context(tmp_path):
-    from recipes.core import corpus, pipeline
+    from recipes.core.input import corpus, pipeline
 
     text = bytes(np.random.default_rng(0).integers(32, 127, 5000, dtype=np.uint8))
     (tmp_path / "t.txt").write_bytes(text)
@@ -130,10 +143,10 @@ def test_strided_held_out_windows_score_every_held_out_character_once_with_long_
     for x, y in records.as_numpy_iterator():
         for k, (xs, ys) in enumerate(zip(x, y), start=len(scored) // stride):
             first = cut - (window - stride) + k * stride  # Context from before the cut.
-            assert bytes(xs.astype(np.uint8)) == text[first:first + window]
-            assert (ys[:window - stride] == -1).all()  # Context only: never scored.
+            assert bytes(xs.astype(np.uint8)) == text[first : first + window]
+            assert (ys[: window - stride] == -1).all()  # Context only: never scored.
             end = first + window + 1
-            assert bytes(ys[window - stride:].astype(np.uint8)) == text[end - stride:end]
+            assert bytes(ys[window - stride :].astype(np.uint8)) == text[end - stride : end]
             scored += range(first + window - stride + 1, first + window + 1)
     # Every held-out character after the first, once, each after 12 to 15 characters.
     assert scored == list(range(cut + 1, cut + 1 + len(scored))) and len(text) - scored[-1] - 1 < stride
@@ -141,8 +154,15 @@ def test_strided_held_out_windows_score_every_held_out_character_once_with_long_
 
 # The recipe, end to end, small.
 
-SMALL = ["--num_layers=2", "--num_heads=2", "--hidden_size=32", "--max_length=32", "--train_steps=150",
-         "--warmup_steps=10", "--sample_length=20"]
+SMALL = [
+    "--num_layers=2",
+    "--num_heads=2",
+    "--hidden_size=32",
+    "--max_length=32",
+    "--train_steps=150",
+    "--warmup_steps=10",
+    "--sample_length=20",
+]
 
 
 @pytest.fixture(scope="module")
@@ -169,10 +189,15 @@ def test_the_recipe_reports_per_character_losses_against_the_baselines(trained):
 @pytest.mark.slow
 def test_the_exported_generate_runs_without_the_package_and_matches_greedy_generate(trained):
     model_dir, _ = trained
-    done = run_module("recipes.generate", f"--model_dir={model_dir}", "--prompt=The ", "--temperature=0",
-                      "--max_new_tokens=80")
+    done = run_module(
+        "recipes.generate",
+        f"--model_dir={model_dir}",
+        "--prompt=The ",
+        "--temperature=0",
+        "--max_new_tokens=80",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    ours = done.stdout[len("The "):]  # The prompt, then the text, as it streamed.
+    ours = done.stdout[len("The ") :]  # The prompt, then the text, as it streamed.
     # (With and without the cache the tokens are the same in float64: the test above. In
     # float32 the compiled decode step rounds unlike the full pass, so a near-tie may not.)
     code = f"""
@@ -181,7 +206,7 @@ import sys
 for name in ("recipes", "models", "keras"):  # Plain TensorFlow only.
     sys.modules[name] = None
 import tensorflow as tf
-loaded = tf.saved_model.load({str(model_dir / 'saved_model')!r})
+loaded = tf.saved_model.load({str(model_dir / "saved_model")!r})
 out = loaded.signatures["generate"](prompt=tf.constant("The "), max_new_tokens=tf.constant(80),
     temperature=tf.constant(0.0), top_k=tf.constant(0), top_p=tf.constant(1.0), seed=tf.constant(0, tf.int64))
 probabilities = loaded.signatures["serving_default"](inputs=tf.constant([[5, 6, 7]]))["probabilities"]
@@ -252,40 +277,75 @@ def test_bad_input_is_one_error_line(command, flags, expected, bad_text, tmp_pat
 def test_a_prompt_longer_than_the_context_warns_and_continues_from_its_end(trained):
     model_dir, _ = trained
     prompt = "x = 1\n" * 20  # 120 characters for a context of 32.
-    done = run_module("recipes.generate", f"--model_dir={model_dir}", f"--prompt={prompt}", "--temperature=0",
-                      "--max_new_tokens=10")
+    done = run_module(
+        "recipes.generate",
+        f"--model_dir={model_dir}",
+        f"--prompt={prompt}",
+        "--temperature=0",
+        "--max_new_tokens=10",
+    )
     assert done.returncode == 0 and "warning: the prompt's 120 characters are more than" in done.stderr
-    short = run_module("recipes.generate", f"--model_dir={model_dir}", f"--prompt={prompt[-32:]}",
-                       "--temperature=0", "--max_new_tokens=10")
-    assert done.stdout[len(prompt):] == short.stdout[32:]
+    short = run_module(
+        "recipes.generate",
+        f"--model_dir={model_dir}",
+        f"--prompt={prompt[-32:]}",
+        "--temperature=0",
+        "--max_new_tokens=10",
+    )
+    assert done.stdout[len(prompt) :] == short.stdout[32:]
 
 
 def test_gpt_flags_are_the_recipe_defaults_of_nanogpt():
     from recipes import bert, gpt  # Both: their shared flags are defined once.
-    from recipes.core import flags as recipe_flags
+    from recipes.core.cli import flags as recipe_flags
     from tests.helpers import parse_recipe_command
 
     parse_recipe_command(["python", "-m", "recipes.gpt"])
-    assert recipe_flags.transformer_sizes("gpt") == dict(num_layers=4, num_heads=4, hidden_size=128,
-                                                         max_length=64)
+    assert recipe_flags.transformer_sizes("gpt") == dict(
+        num_layers=4, num_heads=4, hidden_size=128, max_length=64
+    )
     assert recipe_flags.transformer_sizes("bert")["num_layers"] == 2 and bert.RECIPE_DEFAULTS
 
     assert gpt.RECIPE_DEFAULTS == dict(
-        batch_size=12, train_steps=2000, optimizer="adamw", learning_rate=1e-3, lr_schedule="cosine",
-        min_learning_rate=1e-4, warmup_steps=100, weight_decay=0.1, beta_2=0.99, global_clipnorm=1.0,
-        dropout_rate=0.0)
+        batch_size=12,
+        train_steps=2000,
+        optimizer="adamw",
+        learning_rate=1e-3,
+        lr_schedule="cosine",
+        min_learning_rate=1e-4,
+        warmup_steps=100,
+        weight_decay=0.1,
+        beta_2=0.99,
+        global_clipnorm=1.0,
+        dropout_rate=0.0,
+    )
 
 
 # Every strategy and split: the same weights as one device (float64).
 
-_EXACT = ["--num_layers=2", "--num_heads=2", "--hidden_size=32", "--max_length=32", "--train_steps=20",
-          "--warmup_steps=5", "--sample_length=0", "--mixed_precision=float64", "--seed=3"]
+_EXACT = [
+    "--num_layers=2",
+    "--num_heads=2",
+    "--hidden_size=32",
+    "--max_length=32",
+    "--train_steps=20",
+    "--warmup_steps=5",
+    "--sample_length=0",
+    "--mixed_precision=float64",
+    "--seed=3",
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("split", [["--strategy=mirrored", "--num_cpu_devices=2", "--nojit_compile"],
-                                   ["--pipeline_stages=2"], ["--tensor_parallel=2"]],
-                         ids=["mirrored", "pipeline", "tensor"])
+@pytest.mark.parametrize(
+    "split",
+    [
+        ["--strategy=mirrored", "--num_cpu_devices=2", "--nojit_compile"],
+        ["--pipeline_stages=2"],
+        ["--tensor_parallel=2"],
+    ],
+    ids=["mirrored", "pipeline", "tensor"],
+)
 def test_a_split_or_mirrored_gpt_ends_with_the_one_device_weights(split, tmp_path, monkeypatch, capfd):
     """With the recipe's global clipping and AdamW on: the clip sees the whole
     batch's gradient, the tied embedding's included, however it is split."""
@@ -295,8 +355,9 @@ def test_a_split_or_mirrored_gpt_ends_with_the_one_device_weights(split, tmp_pat
     weights = {}
     for name, args in (("default", ["--nojit_compile"]), ("split", split)):
         try:
-            code, out, err = run_in_process(recipes.gpt, [f"--model_dir={tmp_path / name}", *_EXACT, *args],
-                                            monkeypatch, capfd)
+            code, out, err = run_in_process(
+                recipes.gpt, [f"--model_dir={tmp_path / name}", *_EXACT, *args], monkeypatch, capfd
+            )
         finally:
             keras.mixed_precision.set_global_policy("float32")
         assert code == 0, err[-3000:]
@@ -309,19 +370,21 @@ def test_a_split_or_mirrored_gpt_ends_with_the_one_device_weights(split, tmp_pat
 
 # Smaller and adapted: int8 and LoRA.
 
+
 @pytest.mark.slow
 def test_int8_costs_at_most_five_hundredths_of_a_nat_and_generates(trained):
-    from recipes.core import data
+    from recipes.core.input import data
 
     model, vocabulary = language.load_run(str(trained[0]))
-    opened = language.in_vocabulary(data.open_data("sample:python_reference", text_window=32), vocabulary)
+    opened = data.open_data("sample:python_reference", text_window=32, text_stride=16)  # As the recipe.
+    opened = language.in_vocabulary(opened, vocabulary)
     float_loss = language.held_out_loss(model, opened.test)
     int8 = language.quantized(model)
     assert sum(1 for v in int8.weights if v.dtype == "int8") == 6 * 2  # Every projection of 2 blocks.
     assert abs(language.held_out_loss(int8, opened.test) - float_loss) <= 0.05
     metrics = json.loads((trained[0] / "metrics.json").read_text())
     assert abs(float_loss - metrics["test_loss"]) < 1e-4
-    text = generation.Generator(int8, vocabulary).generate("The ", 30, temperature=0)
+    text = generation.Generator(int8, vocabulary).generate("The ", 30, generation.Sampling(temperature=0))
     assert len(text.encode()) == 30
 
 
@@ -347,9 +410,17 @@ def test_lora_trains_only_its_adapters_and_fine_tuning_lowers_the_loss_of_a_new_
     source = inspect.getsource(argparse).encode()
     (tmp_path / "new.txt").write_bytes(bytes(b for b in source if b in vocabulary))
     for name, extra in (("lora", ["--lora_rank=4"]), ("full", [])):
-        done = run_module("recipes.gpt", f"--data={tmp_path / 'new.txt'}", f"--init_from={trained[0]}",
-                          f"--model_dir={tmp_path / name}", "--train_steps=60", "--warmup_steps=5",
-                          "--learning_rate=3e-3", "--sample_length=0", *extra)
+        done = run_module(
+            "recipes.gpt",
+            f"--data={tmp_path / 'new.txt'}",
+            f"--init_from={trained[0]}",
+            f"--model_dir={tmp_path / name}",
+            "--train_steps=60",
+            "--warmup_steps=5",
+            "--learning_rate=3e-3",
+            "--sample_length=0",
+            *extra,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     full = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert full["test_loss"] < full["pretrained_test_loss"] - 0.05
@@ -370,6 +441,11 @@ def test_lora_trains_only_its_adapters_and_fine_tuning_lowers_the_loss_of_a_new_
             np.testing.assert_array_equal(variable.numpy(), ours[path])
     assert merged == 2 * 2  # Query and value, in each of the 2 blocks.
     assert lora["trainable_params"] == sum(int(np.prod(v.shape)) for v in adapted.weights if "lora" in v.name)
-    done = run_module("recipes.generate", f"--model_dir={tmp_path / 'lora'}", "--prompt=def ",
-                      "--max_new_tokens=20", "--quantize=int8")
+    done = run_module(
+        "recipes.generate",
+        f"--model_dir={tmp_path / 'lora'}",
+        "--prompt=def ",
+        "--max_new_tokens=20",
+        "--quantize=int8",
+    )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""The classification metrics of `recipes.core.metrics`, as `classification` and
+"""The classification metrics of `recipes.core.training.metrics`, as `classification` and
 `accuracy` build them, against scikit-learn on fixed arrays.
 
 Tolerances:
@@ -17,12 +17,13 @@ Tolerances:
   differences at most 3.3e-4).
   Scores tied exactly are ties to both, whatever the thresholds.
 """
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from sklearn import metrics as sk
 
-from recipes.core import metrics
+from recipes.core.training import metrics
 from tests.helpers import shared_strategy
 
 CLASSIFICATION = 1e-5
@@ -32,6 +33,7 @@ NAMES = ["accuracy", "precision", "recall", "f1", "auc"]
 
 
 # Fixed arrays.
+
 
 def _sigmoid(x):
     return 1 / (1 + np.exp(-x))
@@ -76,35 +78,52 @@ def sample_weights(n, seed):
     return weights.astype("float32")
 
 
-BINARY = {"binary": binary_case(300, 0.4, seed=0), "binary_imbalanced": binary_case(600, 0.04, seed=1),
-          "binary_confident": binary_case(300, 0.5, seed=5, scale=8.0), "binary_ties": tied_binary_case()}
-MULTICLASS = {"multiclass": multiclass_case(400, [0.2] * 5, seed=2),
-              "multiclass_imbalanced": multiclass_case(600, [0.7, 0.2, 0.07, 0.02, 0.01], seed=4),
-              "multiclass_confident": multiclass_case(400, [0.2] * 5, seed=6, scale=8.0)}
+BINARY = {
+    "binary": binary_case(300, 0.4, seed=0),
+    "binary_imbalanced": binary_case(600, 0.04, seed=1),
+    "binary_confident": binary_case(300, 0.5, seed=5, scale=8.0),
+    "binary_ties": tied_binary_case(),
+}
+MULTICLASS = {
+    "multiclass": multiclass_case(400, [0.2] * 5, seed=2),
+    "multiclass_imbalanced": multiclass_case(600, [0.7, 0.2, 0.07, 0.02, 0.01], seed=4),
+    "multiclass_confident": multiclass_case(400, [0.2] * 5, seed=6, scale=8.0),
+}
 
 
 # References.
 
+
 def reference_binary(y, scores, weights=None):
     y, scores = y.ravel(), scores.ravel()
     predicted = scores > 0.5  # Keras' metrics count a score above the threshold as positive.
-    return {"accuracy": sk.accuracy_score(y, predicted, sample_weight=weights),
-            "precision": sk.precision_score(y, predicted, sample_weight=weights),
-            "recall": sk.recall_score(y, predicted, sample_weight=weights),
-            "f1": sk.f1_score(y, predicted, sample_weight=weights),
-            "auc": sk.roc_auc_score(y, scores, sample_weight=weights)}
+    return {
+        "accuracy": sk.accuracy_score(y, predicted, sample_weight=weights),
+        "precision": sk.precision_score(y, predicted, sample_weight=weights),
+        "recall": sk.recall_score(y, predicted, sample_weight=weights),
+        "f1": sk.f1_score(y, predicted, sample_weight=weights),
+        "auc": sk.roc_auc_score(y, scores, sample_weight=weights),
+    }
 
 
 def reference_multiclass(y, probabilities, weights=None):
     num_classes = probabilities.shape[1]
     predicted = probabilities.argmax(axis=1)
     macro = dict(average="macro", labels=list(range(num_classes)), sample_weight=weights, zero_division=0)
-    return {"accuracy": sk.accuracy_score(y, predicted, sample_weight=weights),
-            "precision": sk.precision_score(y, predicted, **macro),
-            "recall": sk.recall_score(y, predicted, **macro),
-            "f1": sk.f1_score(y, predicted, **macro),
-            "auc": sk.roc_auc_score(y, probabilities, multi_class="ovr", average="macro",
-                                    labels=list(range(num_classes)), sample_weight=weights)}
+    return {
+        "accuracy": sk.accuracy_score(y, predicted, sample_weight=weights),
+        "precision": sk.precision_score(y, predicted, **macro),
+        "recall": sk.recall_score(y, predicted, **macro),
+        "f1": sk.f1_score(y, predicted, **macro),
+        "auc": sk.roc_auc_score(
+            y,
+            probabilities,
+            multi_class="ovr",
+            average="macro",
+            labels=list(range(num_classes)),
+            sample_weight=weights,
+        ),
+    }
 
 
 def keras_thresholds():
@@ -145,8 +164,9 @@ def results(built, y, predictions, weights=None, batches=(None,)):
     for end in batches:
         part = slice(start, end)
         for metric in built:
-            metric.update_state(y[part], predictions[part],
-                                sample_weight=None if weights is None else weights[part])
+            metric.update_state(
+                y[part], predictions[part], sample_weight=None if weights is None else weights[part]
+            )
         start = end
     return {metric.name: float(metric.result()) for metric in built}
 
@@ -160,11 +180,17 @@ def assert_matches(got, expected):
 
 # What classification() builds.
 
+
 def test_classification_builds_the_named_metrics_empty():
     binary, multiclass = metrics.classification(1), metrics.classification(5)
     assert [m.name for m in binary] == NAMES == [m.name for m in multiclass]
     assert [type(m).__name__ for m in multiclass] == [
-        "SparseCategoricalAccuracy", "MacroPrecision", "MacroRecall", "MacroF1Score", "OneVsRestAUC"]
+        "SparseCategoricalAccuracy",
+        "MacroPrecision",
+        "MacroRecall",
+        "MacroF1Score",
+        "OneVsRestAUC",
+    ]
     # The dummy update that builds the variables is reset: the first real batch is all there is.
     y, scores = BINARY["binary"]
     assert_matches(results(binary, y[:50], scores[:50]), reference_binary(y[:50], scores[:50]))
@@ -174,16 +200,19 @@ def test_accuracy_alone_is_the_first_classification_metric():
     y, scores = BINARY["binary"]
     [accuracy] = metrics.accuracy(1)
     accuracy.update_state(y, scores)
-    assert float(accuracy.result()) == pytest.approx(sk.accuracy_score(y.ravel(), scores.ravel() > 0.5),
-                                                     abs=CLASSIFICATION)
+    assert float(accuracy.result()) == pytest.approx(
+        sk.accuracy_score(y.ravel(), scores.ravel() > 0.5), abs=CLASSIFICATION
+    )
     y, probabilities = MULTICLASS["multiclass"]
     [accuracy] = metrics.accuracy(5)
     accuracy.update_state(y, probabilities)
-    assert float(accuracy.result()) == pytest.approx(sk.accuracy_score(y, probabilities.argmax(1)),
-                                                     abs=CLASSIFICATION)
+    assert float(accuracy.result()) == pytest.approx(
+        sk.accuracy_score(y, probabilities.argmax(1)), abs=CLASSIFICATION
+    )
 
 
 # Against scikit-learn.
+
 
 @pytest.mark.parametrize("case", sorted(BINARY))
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -194,7 +223,8 @@ def test_binary_metrics_match_sklearn(case, weighted):
     assert_matches(got, reference_binary(y, scores, weights))
     # The AUC is exactly that of the bucketed scores, and within the stated bound of the exact one.
     assert got["auc"] == pytest.approx(
-        sk.roc_auc_score(y.ravel(), bucketed(scores.ravel()), sample_weight=weights), abs=AUC_BUCKETED)
+        sk.roc_auc_score(y.ravel(), bucketed(scores.ravel()), sample_weight=weights), abs=AUC_BUCKETED
+    )
     bound = auc_bound(y, scores, weights)
     assert bound < AUC_TOLERANCE
     assert abs(got["auc"] - reference_binary(y, scores, weights)["auc"]) <= bound + AUC_BUCKETED
@@ -218,8 +248,12 @@ def test_multiclass_macro_metrics_match_sklearn(case, weighted):
     # Macro: each class counts alike, however rare (here the classes' own scores differ).
     per_class_f1 = sk.f1_score(y, probabilities.argmax(1), average=None, sample_weight=weights)
     assert expected["f1"] == pytest.approx(per_class_f1.mean())
-    bucketed_auc = np.mean([sk.roc_auc_score(labels, bucketed(scores), sample_weight=weights)
-                            for labels, scores in one_vs_rest(y, probabilities)])
+    bucketed_auc = np.mean(
+        [
+            sk.roc_auc_score(labels, bucketed(scores), sample_weight=weights)
+            for labels, scores in one_vs_rest(y, probabilities)
+        ]
+    )
     assert got["auc"] == pytest.approx(bucketed_auc, abs=AUC_BUCKETED)
     bound = np.mean([auc_bound(labels, scores, weights) for labels, scores in one_vs_rest(y, probabilities)])
     assert bound < AUC_TOLERANCE
@@ -240,8 +274,12 @@ def test_a_class_that_never_occurs_is_left_out_of_the_macro_average():
     assert got["precision"] == pytest.approx(sk.precision_score(y, predicted, **macro), abs=CLASSIFICATION)
     assert got["recall"] == pytest.approx(sk.recall_score(y, predicted, **macro), abs=CLASSIFICATION)
     assert got["f1"] == pytest.approx(sk.f1_score(y, predicted, **macro), abs=CLASSIFICATION)
-    assert got["auc"] == pytest.approx(sk.roc_auc_score(y, probabilities[:, :4] / probabilities[:, :4].sum(
-        axis=1, keepdims=True), multi_class="ovr"), abs=2e-3)
+    assert got["auc"] == pytest.approx(
+        sk.roc_auc_score(
+            y, probabilities[:, :4] / probabilities[:, :4].sum(axis=1, keepdims=True), multi_class="ovr"
+        ),
+        abs=2e-3,
+    )
 
 
 def test_tied_top_scores_predict_one_class_the_first_as_argmax():
@@ -251,7 +289,8 @@ def test_tied_top_scores_predict_one_class_the_first_as_argmax():
     predicted = np.zeros(6, int)
     assert got["recall"] == pytest.approx(sk.recall_score(y, predicted, average="macro"), abs=CLASSIFICATION)
     assert got["precision"] == pytest.approx(
-        sk.precision_score(y, predicted, average="macro", zero_division=0), abs=CLASSIFICATION)
+        sk.precision_score(y, predicted, average="macro", zero_division=0), abs=CLASSIFICATION
+    )
     assert got["f1"] == pytest.approx(sk.f1_score(y, predicted, average="macro"), abs=CLASSIFICATION)
 
 
@@ -265,6 +304,7 @@ def test_weights_of_zero_leave_the_metrics_as_without_those_examples():
 
 
 # State accumulated over batches.
+
 
 @pytest.mark.parametrize("case", ["binary", "multiclass"])
 def test_batches_accumulate_to_one_pass(case):
@@ -285,8 +325,9 @@ def test_reset_state_starts_over():
     results(built, y[:200], probabilities[:200])
     for metric in built:
         metric.reset_state()
-    assert_matches(results(built, y[200:], probabilities[200:]),
-                   reference_multiclass(y[200:], probabilities[200:]))
+    assert_matches(
+        results(built, y[200:], probabilities[200:]), reference_multiclass(y[200:], probabilities[200:])
+    )
 
 
 def test_multiclass_metrics_in_a_compiled_loop_over_replicas():
@@ -298,13 +339,15 @@ def test_multiclass_metrics_in_a_compiled_loop_over_replicas():
     with strategy.scope():
         built = metrics.classification(5)
     dataset = strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensor_slices((y, probabilities, weights)).batch(80, drop_remainder=True))
+        tf.data.Dataset.from_tensor_slices((y, probabilities, weights)).batch(80, drop_remainder=True)
+    )
 
     @tf.function
     def update(batch):
         def step(labels, predictions, weight):
             for metric in built:
                 metric.update_state(labels, predictions, sample_weight=weight)
+
         strategy.run(step, args=batch)
 
     for batch in dataset:

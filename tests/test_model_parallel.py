@@ -1,5 +1,6 @@
 """Model parallelism: a pipeline of stages and Megatron-style tensor parallelism on
 logical CPU devices, equal to one device, with every weight on its own device."""
+
 import json
 import os
 import signal
@@ -46,12 +47,16 @@ def _run(module, model_dir, args, monkeypatch, capfd):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module, split", [
-    (recipes.mnist, ["--pipeline_stages=2", "--num_microbatches=4"]),
-    (recipes.mnist, ["--tensor_parallel=2"]),
-    (recipes.bigmodel, ["--pipeline_stages=4"]),
-    (recipes.mnist, ["--nojit_compile"]),
-], ids=["mnist-pipeline", "mnist-tensor", "bigmodel-pipeline", "mnist-uncompiled"])
+@pytest.mark.parametrize(
+    "module, split",
+    [
+        (recipes.mnist, ["--pipeline_stages=2", "--num_microbatches=4"]),
+        (recipes.mnist, ["--tensor_parallel=2"]),
+        (recipes.bigmodel, ["--pipeline_stages=4"]),
+        (recipes.mnist, ["--nojit_compile"]),
+    ],
+    ids=["mnist-pipeline", "mnist-tensor", "bigmodel-pipeline", "mnist-uncompiled"],
+)
 def test_split_run_ends_with_the_single_device_weights(tmp_path, monkeypatch, capfd, module, split):
     """Against the default run as it runs by default: one device, the step XLA-compiled."""
     _run(module, tmp_path / "default", _ISSUE_ARGS + _EXACT, monkeypatch, capfd)
@@ -74,8 +79,10 @@ def _adam(model):
 
 def _slots_by_variable(optimizer, model):
     """Each trainable variable's Adam momentum and velocity."""
-    return {id(v): (optimizer._momentums[i], optimizer._velocities[i])
-            for i, v in enumerate(model.trainable_variables)}
+    return {
+        id(v): (optimizer._momentums[i], optimizer._velocities[i])
+        for i, v in enumerate(model.trainable_variables)
+    }
 
 
 @pytest.mark.parametrize("build, count", [(models.mnist_dense, 2), (models.BigModel, 4)])
@@ -118,16 +125,18 @@ def test_pipeline_stages_balance_flops_and_params():
         model_parallel.partition(model_parallel.layer_costs(stack, (28, 28)), 4)
 
 
-@pytest.mark.parametrize("build, count", [(models.mnist_dense, 2), (models.BigModel, 4),
-                                          (models.two_layer_mlp, 4)])
+@pytest.mark.parametrize(
+    "build, count", [(models.mnist_dense, 2), (models.BigModel, 4), (models.two_layer_mlp, 4)]
+)
 def test_tensor_parallel_shards_live_on_their_devices_and_gather_to_the_plain_model(build, count):
     model = build()
     model.build((None, 28, 28))
     x = np.random.RandomState(0).rand(8, 28, 28).astype("float32")
     expected = model(x).numpy()
     stack = model_parallel.layer_stack(model)
-    whole_pairs = [(stack[c].kernel.shape, stack[r].kernel.shape)
-                   for c, _, r in tensor_parallel.megatron_pairs(stack)]
+    whole_pairs = [
+        (stack[c].kernel.shape, stack[r].kernel.shape) for c, _, r in tensor_parallel.megatron_pairs(stack)
+    ]
     sharded = tensor_parallel.TensorParallel(model, DEVICES[:count], input_shape=(28, 28))
     optimizer = _adam(sharded.model)
     slots = _slots_by_variable(optimizer, sharded.model)
@@ -135,8 +144,10 @@ def test_tensor_parallel_shards_live_on_their_devices_and_gather_to_the_plain_mo
     assert len(pairs) == len(whole_pairs) >= 1
     for pair, (column_shape, row_shape) in zip(pairs, whole_pairs):
         for i, device in enumerate(DEVICES[:count]):
-            for variable, shape in ((pair.column_kernels[i], (column_shape[0], column_shape[1] // count)),
-                                    (pair.row_kernels[i], (row_shape[0] // count, row_shape[1]))):
+            for variable, shape in (
+                (pair.column_kernels[i], (column_shape[0], column_shape[1] // count)),
+                (pair.row_kernels[i], (row_shape[0] // count, row_shape[1])),
+            ):
                 assert tuple(variable.shape) == shape  # A shard, not the whole kernel.
                 assert model_parallel.device_of(variable) == device
                 for slot in slots[id(variable)]:
@@ -152,12 +163,25 @@ def test_tensor_parallel_shards_live_on_their_devices_and_gather_to_the_plain_mo
 
 @pytest.mark.slow
 def test_a_killed_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, capfd):
-    args = ["--pipeline_stages=2", "--num_microbatches=2", "--train_steps=100", "--checkpoint_steps=20",
-            "--steps_per_loop=10", "--batch_size=64", "--seed=5", "--data=sample"]
+    args = [
+        "--pipeline_stages=2",
+        "--num_microbatches=2",
+        "--train_steps=100",
+        "--checkpoint_steps=20",
+        "--steps_per_loop=10",
+        "--batch_size=64",
+        "--seed=5",
+        "--data=sample",
+    ]
     _run(recipes.mnist, tmp_path / "straight", args, monkeypatch, capfd)
     stopped = tmp_path / "stopped"
-    process = subprocess.Popen([sys.executable, "-m", "recipes.mnist", f"--model_dir={stopped}", *args],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recipes.mnist", f"--model_dir={stopped}", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (stopped / "checkpoints" / "checkpoint").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()[-3000:]
@@ -172,21 +196,35 @@ def test_a_killed_pipeline_run_resumes_to_the_uninterrupted_weights(tmp_path, mo
     assert _max_abs_diff(_weights(stopped), _weights(tmp_path / "straight")) < 1e-5
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--pipeline_stages=4"], "--pipeline_stages=4: 4 stages are more than the 3 layers with weights"),
-    (["--pipeline_stages=2", "--num_microbatches=5"],
-     "--num_microbatches=5 does not divide the batch of 64"),
-    (["--tensor_parallel=3"], "--tensor_parallel=3: 3 shards do not divide the 1024 units"),
-    (["--pipeline_stages=2", "--num_cpu_devices=1"],
-     "--pipeline_stages=2: 2 devices are needed and --num_cpu_devices=1 makes 1"),
-    (["--pipeline_stages=2", "--strategy=mirrored"], "--strategy=mirrored with them is not supported yet"),
-    (["--pipeline_stages=2", "--tensor_parallel=2"], "do not combine yet"),
-    (["--num_microbatches=2"], "pass --pipeline_stages > 1 with it"),
-], ids=["stages>layers", "microbatches", "width", "stages>devices", "mirrored", "both", "no-pipeline"])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--pipeline_stages=4"], "--pipeline_stages=4: 4 stages are more than the 3 layers with weights"),
+        (
+            ["--pipeline_stages=2", "--num_microbatches=5"],
+            "--num_microbatches=5 does not divide the batch of 64",
+        ),
+        (["--tensor_parallel=3"], "--tensor_parallel=3: 3 shards do not divide the 1024 units"),
+        (
+            ["--pipeline_stages=2", "--num_cpu_devices=1"],
+            "--pipeline_stages=2: 2 devices are needed and --num_cpu_devices=1 makes 1",
+        ),
+        (
+            ["--pipeline_stages=2", "--strategy=mirrored"],
+            "--strategy=mirrored with them is not supported yet",
+        ),
+        (["--pipeline_stages=2", "--tensor_parallel=2"], "do not combine yet"),
+        (["--num_microbatches=2"], "pass --pipeline_stages > 1 with it"),
+    ],
+    ids=["stages>layers", "microbatches", "width", "stages>devices", "mirrored", "both", "no-pipeline"],
+)
 def test_a_split_that_cannot_work_is_one_line(tmp_path, monkeypatch, capfd, args, expected):
-    code, _, err = run_in_process(recipes.mnist, [f"--model_dir={tmp_path}", "--batch_size=64",
-                                                  "--train_steps=1", "--data=sample", *args],
-                                  monkeypatch, capfd)
+    code, _, err = run_in_process(
+        recipes.mnist,
+        [f"--model_dir={tmp_path}", "--batch_size=64", "--train_steps=1", "--data=sample", *args],
+        monkeypatch,
+        capfd,
+    )
     assert_one_error_line(code, err, expected)
     assert not (tmp_path / "metrics.json").exists()
 
@@ -195,11 +233,22 @@ def test_a_split_that_cannot_work_is_one_line(tmp_path, monkeypatch, capfd, args
 def test_a_pipeline_may_resume_a_run_and_a_shard_count_may_not_change(tmp_path, monkeypatch, capfd):
     args = ["--batch_size=64", "--seed=3", "--data=sample", "--steps_per_loop=5"]
     _run(recipes.mnist, tmp_path, args + ["--train_steps=5"], monkeypatch, capfd)
-    out = _run(recipes.mnist, tmp_path, args + ["--train_steps=10", "--pipeline_stages=2",
-                                                "--num_microbatches=2"], monkeypatch, capfd)
+    out = _run(
+        recipes.mnist,
+        tmp_path,
+        args + ["--train_steps=10", "--pipeline_stages=2", "--num_microbatches=2"],
+        monkeypatch,
+        capfd,
+    )
     assert "Resuming from step 5" in out
-    assert ("Resuming with changes that leave the result as it was: --pipeline_stages 1 -> 2, "
-            "--num_microbatches 1 -> 2.") in out
-    code, _, err = run_in_process(recipes.mnist, [f"--model_dir={tmp_path}", *args, "--train_steps=15",
-                                                  "--tensor_parallel=2"], monkeypatch, capfd)
+    assert (
+        "Resuming with changes that leave the result as it was: --pipeline_stages 1 -> 2, "
+        "--num_microbatches 1 -> 2."
+    ) in out
+    code, _, err = run_in_process(
+        recipes.mnist,
+        [f"--model_dir={tmp_path}", *args, "--train_steps=15", "--tensor_parallel=2"],
+        monkeypatch,
+        capfd,
+    )
     assert_one_error_line(code, err, "--tensor_parallel=1 there, 2 now")

@@ -1,4 +1,5 @@
 """Tier 1: model shapes, exact parameter counts, and save/load round trips."""
+
 import json
 
 import keras
@@ -80,11 +81,29 @@ def test_bigmodel_dropout_and_l2_act_only_where_they_should():
     assert models.BigModel().losses == []
 
 
-@pytest.mark.parametrize("kwargs", [{"hidden_units": ()}, {"num_classes": 0}, {"dropout_rate": 1.0},
-                                    {"l2": -1.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"hidden_units": ()}, {"num_classes": 0}, {"dropout_rate": 1.0}, {"l2": -1.0}]
+)
 def test_bigmodel_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="Received"):
         models.BigModel(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: models.NumpyTwoLayerNet(0, -1),  # Was a ZeroDivisionError.
+        lambda: models.NumpyTwoLayerNet(4, 0),
+        lambda: models.sigmoid_neuron(weights=(float("nan"), 1.0)),  # Was accepted.
+        lambda: models.sigmoid_neuron(bias=float("inf")),
+        lambda: models.sigmoid_neuron(weights=()),
+        lambda: models.linear_regression(0),
+    ],
+    ids=["net(0, -1)", "net(4, 0)", "neuron(nan)", "neuron(bias=inf)", "neuron(no weights)", "regression(0)"],
+)
+def test_the_articles_small_models_reject_bad_arguments_by_name(build):
+    with pytest.raises(ValueError, match="Received"):
+        build()
 
 
 @pytest.mark.slow
@@ -95,14 +114,16 @@ def test_bigmodel_round_trips_through_model_keras_in_a_fresh_process(tmp_path):
     model.save(tmp_path / "model.keras")
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", np.asarray(model(x)))
-    config = json.loads(run_python(f"""
+    config = json.loads(
+        run_python(f"""
 import json, keras, numpy as np
 import models
 model = keras.models.load_model("{tmp_path}/model.keras")
 assert isinstance(model, models.BigModel)
 np.testing.assert_allclose(model(np.load("{tmp_path}/x.npy")), np.load("{tmp_path}/y.npy"), atol=1e-6)
 print(json.dumps(model.get_config()))
-"""))
+""")
+    )
     for name in ("hidden_units", "num_classes", "dropout_rate", "l2", "activation"):
         assert config[name] == json.loads(json.dumps(model.get_config()))[name]
 

@@ -1,4 +1,5 @@
 """MultiWorkerMirroredStrategy as two local worker processes on 127.0.0.1 ports."""
+
 import json
 import os
 import signal
@@ -16,8 +17,13 @@ from tests.helpers import REPO, run_python, saved_step
 ARGS = ["--train_steps=20", "--batch_size=64", "--seed=7", "--steps_per_loop=10"]
 # Long enough to stop a worker mid-run, after the first checkpoint (step 50).
 LONG_STEPS = 150
-LONG_ARGS = [f"--train_steps={LONG_STEPS}", "--checkpoint_steps=50", "--batch_size=64", "--seed=7",
-             "--steps_per_loop=10"]
+LONG_ARGS = [
+    f"--train_steps={LONG_STEPS}",
+    "--checkpoint_steps=50",
+    "--batch_size=64",
+    "--seed=7",
+    "--steps_per_loop=10",
+]
 TIMEOUT = 240  # Seconds any worker may take: a worker that hangs fails the test.
 
 
@@ -34,11 +40,26 @@ def _free_ports(n):
 def _start_cluster(model_dir, args):
     hosts = ",".join(f"127.0.0.1:{port}" for port in _free_ports(2))
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    return [subprocess.Popen(
-        [sys.executable, "-m", "recipes.mnist", "--strategy=multi_worker", f"--worker_hosts={hosts}",
-         f"--task_index={i}", f"--model_dir={model_dir}", *args],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(2)]
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "recipes.mnist",
+                "--strategy=multi_worker",
+                f"--worker_hosts={hosts}",
+                f"--task_index={i}",
+                f"--model_dir={model_dir}",
+                *args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
 
 
 def _finish(workers, timeout=TIMEOUT):
@@ -87,11 +108,11 @@ def _message(output, label):
 TWO_WORKERS_IN_ONE_PROCESS = """
 import tensorflow as tf
 from recipes import mnist
-from recipes.core import data
-from recipes.core.config import TrainConfig
+from recipes.core.input import data
+from recipes.core.training.config import TrainConfig
 
-def two_workers_batches(strategy, split, global_batch_size, *, preprocess, seed, start_step=0, **unused):
-    assert start_step == 0 and strategy.num_replicas_in_sync == 1
+def two_workers_batches(strategy, split, global_batch_size, *, preprocess, seed, options):
+    assert options.start_step == 0 and strategy.num_replicas_in_sync == 1
     half = global_batch_size // 2
     streams = tuple(data.records(split, seed=seed, pipeline=i, num_pipelines=2).batch(
         half, drop_remainder=True) for i in range(2))
@@ -136,7 +157,13 @@ def test_two_workers_end_with_the_single_process_weights(tmp_path):
     metrics = json.load(open(tmp_path / "cluster" / "metrics.json"))
     assert (metrics["strategy"], metrics["num_replicas"], metrics["steps"]) == ("multi_worker", 2, 20)
     assert sorted(os.listdir(tmp_path / "cluster")) == [  # The chief's outputs, nothing else.
-        "checkpoints", "curves.png", "logs", "metrics.json", "model.keras", "saved_model"]
+        "checkpoints",
+        "curves.png",
+        "logs",
+        "metrics.json",
+        "model.keras",
+        "saved_model",
+    ]
 
     # The same training in one process, on the same global batches (ARGS, in TrainConfig's words).
     run_python(TWO_WORKERS_IN_ONE_PROCESS.format(model_dir=tmp_path / "single"))
@@ -173,8 +200,11 @@ def test_a_preempted_worker_makes_the_cluster_save_and_resume_without_losing_ste
         saved_at.add(saved_step(message))
     assert len(saved_at) == 1  # Both workers saved at the same step.
     step = saved_at.pop()
-    assert open(model_dir / "checkpoints" / "checkpoint").read().startswith(
-        f'model_checkpoint_path: "ckpt-{step}"')
+    assert (
+        open(model_dir / "checkpoints" / "checkpoint")
+        .read()
+        .startswith(f'model_checkpoint_path: "ckpt-{step}"')
+    )
 
     outputs = _run_cluster(model_dir, LONG_ARGS)
     assert f"Resuming from step {step}" in outputs[0]

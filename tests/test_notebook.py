@@ -1,4 +1,5 @@
 """notebooks/colab_tpu.ipynb: valid, its commands parse, and its cells run on CPU."""
+
 import configparser
 import json
 import os
@@ -37,14 +38,20 @@ def test_notebook_is_valid_nbformat_4_json():
 
 def test_install_keeps_tensorflow_tpu_and_the_other_dependencies_of_setup_cfg():
     install = "\n".join(_code_cells(tag="install"))
-    assert re.search(r'pip install "tensorflow-tpu==2\.20\.\*" -f https://storage\.googleapis\.com/'
-                     r'libtpu-tf-releases/index\.html', install)
+    assert re.search(
+        r'pip install "tensorflow-tpu==2\.20\.\*" -f https://storage\.googleapis\.com/'
+        r"libtpu-tf-releases/index\.html",
+        install,
+    )
     assert "pip install --no-deps -e large-model-recipes" in install
     setup = configparser.ConfigParser()
     setup.read(os.path.join(REPO, "setup.cfg"))
-    required = [line.strip() for line in setup["options"]["install_requires"].splitlines()
-                if line.strip() and not line.strip().startswith("#")]
-    others = [line for line in install.splitlines() if line.startswith("!pip install \"keras")]
+    required = [
+        line.strip()
+        for line in setup["options"]["install_requires"].splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
+    others = [line for line in install.splitlines() if line.startswith('!pip install "keras')]
     assert len(others) == 1
     # Everything setup.cfg requires except tensorflow itself, which tensorflow-tpu replaces.
     assert shlex.split(others[0])[2:] == [r for r in required if not r.startswith("tensorflow>")]

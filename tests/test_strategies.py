@@ -1,4 +1,5 @@
 """Strategy construction from plain arguments."""
+
 import json
 import os
 import socket
@@ -12,7 +13,9 @@ from tests.helpers import SPLIT_CPU_DEVICES
 
 
 def test_unknown_strategy_lists_the_choices():
-    with pytest.raises(ValueError, match="choose one of: auto, default, one_device, mirrored, multi_worker, tpu"):
+    with pytest.raises(
+        ValueError, match="choose one of: auto, default, one_device, mirrored, multi_worker, tpu"
+    ):
         strategies.get_strategy("horovod")
 
 
@@ -41,8 +44,10 @@ def test_auto_picks_default_on_one_cpu_and_mirrored_on_split_cpus_and_says_why()
     mirrored = strategies.get_strategy("auto", num_cpu_devices=2, on_auto_choice=record)
     assert isinstance(mirrored, tf.distribute.MirroredStrategy)
     assert mirrored.num_replicas_in_sync == 2
-    assert choices == [("default", "no GPU or TPU found, one CPU device"),
-                       ("mirrored", "no GPU, CPU split into 2 devices")]
+    assert choices == [
+        ("default", "no GPU or TPU found, one CPU device"),
+        ("mirrored", "no GPU, CPU split into 2 devices"),
+    ]
 
 
 def test_more_cpu_devices_than_configured_after_start_up_is_a_clear_error():
@@ -53,8 +58,9 @@ def test_more_cpu_devices_than_configured_after_start_up_is_a_clear_error():
 
 def test_more_gpus_than_visible_is_a_clear_error_worded_as_the_arguments():
     visible = len(tf.config.list_logical_devices("GPU"))
-    with pytest.raises(ValueError, match=f"num_gpus={visible + 1} but only {visible} GPU.*; "
-                                         f"pass num_gpus={visible} or fewer") as error:
+    with pytest.raises(
+        ValueError, match=f"num_gpus={visible + 1} but only {visible} GPU.*; pass num_gpus={visible} or fewer"
+    ) as error:
         strategies.get_strategy("mirrored", num_gpus=visible + 1)
     assert "--" not in str(error.value)  # No absl here: the caller passed arguments, not flags.
 
@@ -69,19 +75,25 @@ def test_cluster_comes_from_worker_hosts_when_tf_config_is_absent(monkeypatch):
     strategies.configure_cluster("127.0.0.1:2001,127.0.0.1:2002", task_index=1)
     assert json.loads(os.environ["TF_CONFIG"]) == {
         "cluster": {"worker": ["127.0.0.1:2001", "127.0.0.1:2002"]},
-        "task": {"type": "worker", "index": 1}}
+        "task": {"type": "worker", "index": 1},
+    }
     strategies.configure_cluster("127.0.0.1:9", task_index=0)  # An existing TF_CONFIG wins.
     assert json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 1
 
 
-@pytest.mark.parametrize("hosts, index, message", [
-    (None, -1, "needs the cluster"),
-    ("127.0.0.1:2001,127.0.0.1:2002", 2, "^task_index=2 is not a worker of worker_hosts"),
-])
+@pytest.mark.parametrize(
+    "hosts, index, message",
+    [
+        (None, -1, "needs the cluster"),
+        ("127.0.0.1:2001,127.0.0.1:2002", 2, "^task_index=2 is not a worker of worker_hosts"),
+    ],
+)
 def test_multi_worker_without_a_usable_cluster_is_a_clear_error(monkeypatch, hosts, index, message):
     monkeypatch.setenv("TF_CONFIG", "")  # Unset for the test, and whatever it sets undone after.
     with pytest.raises(ValueError, match=message):
-        strategies.get_strategy("multi_worker", worker_hosts=hosts, task_index=index)
+        strategies.get_strategy(
+            "multi_worker", cluster=strategies.ClusterOptions(worker_hosts=hosts, task_index=index)
+        )
 
 
 def test_a_single_process_is_its_own_chief():
@@ -100,14 +112,24 @@ def _spy_on_tpu_set_up(monkeypatch, stop_at=None):
             if name == stop_at:
                 raise tf.errors.UnavailableError(None, None, f"test stops at {name}")
             return real(*args, **kwargs)
+
         return wrapper
 
-    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver",
-                        spy("resolver", tf.distribute.cluster_resolver.TPUClusterResolver))
-    monkeypatch.setattr(tf.config, "experimental_connect_to_cluster",
-                        spy("connect", tf.config.experimental_connect_to_cluster))
-    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system",
-                        spy("initialize", tf.tpu.experimental.initialize_tpu_system))
+    monkeypatch.setattr(
+        tf.distribute.cluster_resolver,
+        "TPUClusterResolver",
+        spy("resolver", tf.distribute.cluster_resolver.TPUClusterResolver),
+    )
+    monkeypatch.setattr(
+        tf.config,
+        "experimental_connect_to_cluster",
+        spy("connect", tf.config.experimental_connect_to_cluster),
+    )
+    monkeypatch.setattr(
+        tf.tpu.experimental,
+        "initialize_tpu_system",
+        spy("initialize", tf.tpu.experimental.initialize_tpu_system),
+    )
     return calls
 
 
@@ -164,13 +186,16 @@ def test_mirrored_takes_hierarchical_copy_and_still_sums_over_replicas():
     assert [float(v) for v in strategy.experimental_local_results(summed)] == [2.0, 2.0]
 
 
-@pytest.mark.parametrize("name, alg, message", [
-    ("mirrored", "nccl", "nccl needs GPUs"),
-    ("mirrored", "ring", "all_reduce_alg=ring does not apply to the mirrored strategy"),
-    ("default", "hierarchical_copy", "does not apply to the default strategy"),
-    ("tpu", "ring", "does not apply to the tpu strategy"),
-    ("mirrored", "butterfly", "unknown all-reduce"),
-])
+@pytest.mark.parametrize(
+    "name, alg, message",
+    [
+        ("mirrored", "nccl", "nccl needs GPUs"),
+        ("mirrored", "ring", "all_reduce_alg=ring does not apply to the mirrored strategy"),
+        ("default", "hierarchical_copy", "does not apply to the default strategy"),
+        ("tpu", "ring", "does not apply to the tpu strategy"),
+        ("mirrored", "butterfly", "unknown all-reduce"),
+    ],
+)
 def test_all_reduce_a_strategy_cannot_use_is_a_clear_error(name, alg, message):
     with pytest.raises(ValueError, match=message):
         strategies.get_strategy(name, num_cpu_devices=2, all_reduce_alg=alg)

@@ -1,4 +1,5 @@
 """Tier 3: the shared training loop's behaviour, calling the machinery directly."""
+
 import dataclasses
 import json
 import os
@@ -9,9 +10,10 @@ import pytest
 import tensorflow as tf
 
 import models
-from recipes.core import data, step, train
-from recipes.core.config import TrainConfig
 from recipes.core.errors import RecipeError
+from recipes.core.input import data
+from recipes.core.training import step, train
+from recipes.core.training.config import TrainConfig
 from tests.helpers import PIXELS, shared_strategy, train_mnist_net
 
 
@@ -90,10 +92,24 @@ def test_mixed_bfloat16_trains_with_float32_weights(tmp_path, mnist):
 def test_run_writes_every_artifact(tmp_path, mnist):
     metrics = _run(tmp_path, mnist, train_steps=3)
     assert sorted(os.listdir(tmp_path)) == [
-        "checkpoints", "curves.png", "logs", "metrics.json", "model.keras", "saved_model"]
+        "checkpoints",
+        "curves.png",
+        "logs",
+        "metrics.json",
+        "model.keras",
+        "saved_model",
+    ]
     assert json.load(open(tmp_path / "metrics.json")) == metrics
-    for key in ("test_loss", "test_accuracy", "steps", "examples_per_second", "strategy",
-                "num_replicas", "data", "input"):
+    for key in (
+        "test_loss",
+        "test_accuracy",
+        "steps",
+        "examples_per_second",
+        "strategy",
+        "num_replicas",
+        "data",
+        "input",
+    ):
         assert metrics[key] is not None, key
     assert metrics["data"] == "sample:mnist"
     assert (metrics["input"]["x_shape"], metrics["input"]["x_dtype"]) == ([28, 28], "uint8")
@@ -128,12 +144,14 @@ def test_checkpoint_of_a_different_model_is_a_clear_error(tmp_path, mnist):
     name): the restore itself refuses it."""
     _run(tmp_path, mnist, train_steps=2)
     config = TrainConfig(model_dir=str(tmp_path), train_steps=4, batch_size=64, seed=7)
-    other = models.mnist_dense(hidden_units=(64,))
+    other = train.Task(
+        "mnist",
+        lambda: models.mnist_dense(hidden_units=(64,)),
+        step.Objective(keras.losses.sparse_categorical_crossentropy),
+        preprocess=data.scale_pixels,
+    )
     with pytest.raises(RecipeError, match="holds a checkpoint .* that does not fit this model"):
-        train.train_and_evaluate(
-            config, tf.distribute.get_strategy(), other, keras.optimizers.Adam(), data.as_data(mnist),
-            loss_fn=keras.losses.sparse_categorical_crossentropy, metrics_fn=list,
-            preprocess=data.scale_pixels, recipe="mnist")
+        train.train_model(other, mnist, config=config, set_up=False)
 
 
 def test_unreadable_checkpoint_is_a_clear_error_and_is_left_alone(tmp_path, mnist):
@@ -168,43 +186,77 @@ class _PoisonedUpdate(step.Objective):
 def test_weights_made_nan_by_a_loops_last_update_never_reach_disk(tmp_path, mnist, strategy):
     _run(tmp_path, mnist, strategy, train_steps=10, steps_per_loop=5, checkpoint_steps=5)
     saved = keras.models.load_model(tmp_path / "model.keras").get_weights()
-    config = TrainConfig(model_dir=str(tmp_path), batch_size=64, seed=7, train_steps=11,
-                         steps_per_loop=1, checkpoint_steps=1)
-    with pytest.raises(RecipeError, match=r"a weight or an optimizer slot became NaN or infinite by "
-                                          r"step 11; stopped without saving, .*kept \(.*ckpt-10\)"):
-        train.train_model(config, strategy, mnist, models.mnist_dense,
-                          objective=_PoisonedUpdate(keras.losses.sparse_categorical_crossentropy),
-                          metrics_fn=list, preprocess=data.scale_pixels, recipe="mnist")
+    config = TrainConfig(
+        model_dir=str(tmp_path), batch_size=64, seed=7, train_steps=11, steps_per_loop=1, checkpoint_steps=1
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"a weight or an optimizer slot became NaN or infinite by "
+        r"step 11; stopped without saving, .*kept \(.*ckpt-10\)",
+    ):
+        task = train.Task(
+            "mnist",
+            models.mnist_dense,
+            _PoisonedUpdate(keras.losses.sparse_categorical_crossentropy),
+            preprocess=data.scale_pixels,
+        )
+        train.train_model(task, mnist, config=config, strategy=strategy)
     assert tf.train.latest_checkpoint(tmp_path / "checkpoints").endswith("ckpt-10")
     restored = models.mnist_dense()
     tf.train.Checkpoint(model=restored).restore(
-        tf.train.latest_checkpoint(tmp_path / "checkpoints")).expect_partial()
+        tf.train.latest_checkpoint(tmp_path / "checkpoints")
+    ).expect_partial()
     assert all(np.isfinite(w).all() for w in restored.get_weights())
     assert _max_abs_diff(keras.models.load_model(tmp_path / "model.keras").get_weights(), saved) == 0
 
 
 def test_metrics_json_is_strict_json(tmp_path):
-    from recipes.core import artifacts
+    from recipes.core.rundir import artifacts
 
-    artifacts.write(models.mnist_dense(hidden_units=(4,)), str(tmp_path),
-                    {"test_auc": float("nan"), "losses": [1.0, float("inf")], "steps": 3}, PIXELS)
+    artifacts.write(
+        models.mnist_dense(hidden_units=(4,)),
+        str(tmp_path),
+        {"test_auc": float("nan"), "losses": [1.0, float("inf")], "steps": 3},
+        PIXELS,
+    )
 
     def refuse(constant):
         raise ValueError(f"not JSON: {constant}")
 
     assert json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse) == {
-        "test_auc": None, "losses": [1.0, None], "steps": 3}
+        "test_auc": None,
+        "losses": [1.0, None],
+        "steps": 3,
+    }
 
 
 def test_a_run_whose_test_loss_diverged_writes_no_artifacts(tmp_path, strategy):
     """One huge SGD step leaves finite weights (about 1e20) whose squared error on the
     test split overflows float32."""
     boston, _, _ = data.load_boston_rooms()
-    config = TrainConfig(model_dir=str(tmp_path), batch_size=64, optimizer="sgd",
-                         learning_rate=1e18, train_steps=1, steps_per_loop=1)
-    with pytest.raises(RecipeError, match=r"the test loss is (inf|nan): the run diverged; nothing was written "
-                                          r"beyond the checkpoints \(the last is .*ckpt-1\)"):
-        train.train_model(config, strategy, boston, models.linear_regression,
-                          loss_fn=keras.losses.mean_squared_error, metrics_fn=list,
-                          preprocess=lambda x: x, recipe="linreg")
+    config = TrainConfig(
+        model_dir=str(tmp_path),
+        batch_size=64,
+        optimizer="sgd",
+        learning_rate=1e18,
+        train_steps=1,
+        steps_per_loop=1,
+    )
+    with pytest.raises(
+        RecipeError,
+        match=r"the test loss is (inf|nan): the run diverged; nothing was written "
+        r"beyond the checkpoints \(the last is .*ckpt-1\)",
+    ):
+        task = train.Task(
+            "linreg",
+            models.linear_regression,
+            step.Objective(keras.losses.mean_squared_error),
+            preprocess=lambda x: x,
+        )
+        train.train_model(task, boston, config=config, strategy=strategy)
     assert sorted(os.listdir(tmp_path)) == ["checkpoints", "logs"]
+
+
+def test_a_task_takes_an_objective_not_a_loss_function():
+    with pytest.raises(ValueError, match=r"`objective` must be a step.Objective \(step.Objective\(loss_fn\)"):
+        train.Task("mnist", models.mnist_dense, keras.losses.sparse_categorical_crossentropy)

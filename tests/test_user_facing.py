@@ -1,5 +1,6 @@
 """What a new user meets (issue 25): --help, output redirected to a file, a rerun of a
 finished run, predict's paths and shapes, and stderr free of the runtimes' routine lines."""
+
 import json
 import os
 import re
@@ -18,9 +19,14 @@ ROUTINE = ("failed call to cuInit", "dataset_info.json", "fully_quantize:", "XNN
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe, argument, own", [("recipes.mnist", "--help", []),
-                                                   ("recipes.gpt", "-h", ["--num_layers", "--lora_rank"]),
-                                                   ("recipes.predict", "--help", ["--model", "--value"])])
+@pytest.mark.parametrize(
+    "recipe, argument, own",
+    [
+        ("recipes.mnist", "--help", []),
+        ("recipes.gpt", "-h", ["--num_layers", "--lora_rank"]),
+        ("recipes.predict", "--help", ["--model", "--value"]),
+    ],
+)
 def test_help_lists_the_shared_flags_and_the_recipes_own_and_nothing_of_tensorflows(recipe, argument, own):
     import importlib
 
@@ -32,7 +38,7 @@ def test_help_lists_the_shared_flags_and_the_recipes_own_and_nothing_of_tensorfl
         assert re.search(rf"^  {re.escape(flag)}: ", done.stdout, re.MULTILINE), flag
     assert not any(name in done.stdout for name in NOT_OURS), done.stdout
     importlib.import_module(recipe)  # Defines its flags here too.
-    ours = {flag.name for flag in flags.FLAGS.get_flags_for_module("recipes.core.flags")}
+    ours = {flag.name for flag in flags.FLAGS.get_flags_for_module("recipes.core.cli.flags")}
     ours |= {flag.name for flag in flags.FLAGS.get_flags_for_module(recipe)}
     listed = set(re.findall(r"^  --(?:\[no\])?(\w+): ", done.stdout, re.MULTILINE))
     assert listed and listed <= ours, listed - ours
@@ -55,8 +61,9 @@ def test_a_run_into_a_pipe_a_rerun_of_it_and_predict_on_its_artifacts(tmp_path):
     first = run_module(*args)
     assert first.returncode == 0, first.stderr[-3000:]
     _clean(first.stdout)
-    assert re.search(r"^step 30/30 - \d+s - loss: \d\.\d{4} - accuracy: \d\.\d{4}$", first.stdout,
-                     re.MULTILINE)
+    assert re.search(
+        r"^step 30/30 - \d+s - loss: \d\.\d{4} - accuracy: \d\.\d{4}$", first.stdout, re.MULTILINE
+    )
     assert not any(line in first.stderr for line in ROUTINE), first.stderr[-3000:]
     speed = json.loads((run / "metrics.json").read_text())["examples_per_second"]
     assert speed > 0
@@ -66,15 +73,29 @@ def test_a_run_into_a_pipe_a_rerun_of_it_and_predict_on_its_artifacts(tmp_path):
     _clean(again.stdout)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps_this_run"] == 0 and metrics["examples_per_second"] == speed
-    assert (f"nothing trained this time: the checkpoint is already at step 30, the last asked for "
-            f"(it trained at {speed:,.0f} examples/s)") in again.stdout
+    assert (
+        f"nothing trained this time: the checkpoint is already at step 30, the last asked for "
+        f"(it trained at {speed:,.0f} examples/s)"
+    ) in again.stdout
     assert " 0 examples/s" not in again.stdout
 
     np.save(tmp_path / "digit.npy", np.zeros((28, 28), np.uint8))
     env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
     predicted = subprocess.run(
-        [sys.executable, "-m", "recipes.predict", "--model_dir=runs/mnist", "--model=runs/mnist/saved_model",
-         "digit.npy"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+        [
+            sys.executable,
+            "-m",
+            "recipes.predict",
+            "--model_dir=runs/mnist",
+            "--model=runs/mnist/saved_model",
+            "digit.npy",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert "Serving runs/mnist/saved_model with TensorFlow" in predicted.stdout
     assert re.search(r"^digit\.npy: class \d \(probability", predicted.stdout, re.MULTILINE)
@@ -83,8 +104,9 @@ def test_a_run_into_a_pipe_a_rerun_of_it_and_predict_on_its_artifacts(tmp_path):
 @pytest.mark.slow
 def test_a_tfds_folder_that_is_not_a_dataset_is_one_error_line_without_tfds_warnings(tmp_path):
     (tmp_path / "tfds" / "mnist" / "3.0.1").mkdir(parents=True)  # A download that never finished.
-    done = run_module("recipes.mnist", "--data=mnist", f"--data_dir={tmp_path / 'tfds'}",
-                      f"--model_dir={tmp_path / 'run'}")
+    done = run_module(
+        "recipes.mnist", "--data=mnist", f"--data_dir={tmp_path / 'tfds'}", f"--model_dir={tmp_path / 'run'}"
+    )
     assert_one_line_error(done, "mnist is not prepared in")
     assert not any(line in done.stderr for line in ROUTINE), done.stderr[-3000:]
 
@@ -117,8 +139,11 @@ def test_predict_names_the_shape_of_the_file_as_it_is(tmp_path):
     from recipes.core.errors import RecipeError
 
     np.save(tmp_path / "one.npy", np.zeros((28, 28), np.float64))
-    with pytest.raises(RecipeError, match=r"holds a float64 array of shape \[28, 28\]; the model takes "
-                                          r"\[28, 28\] uint8 \(or a batch of them\)"):
+    with pytest.raises(
+        RecipeError,
+        match=r"holds a float64 array of shape \[28, 28\]; the model takes "
+        r"\[28, 28\] uint8 \(or a batch of them\)",
+    ):
         predict.read_input(str(tmp_path / "one.npy"), (28, 28), "uint8")
     np.save(tmp_path / "batch.npy", np.zeros((3, 28, 27), np.uint8))
     with pytest.raises(RecipeError, match=r"shape \[3, 28, 27\]"):
@@ -127,19 +152,19 @@ def test_predict_names_the_shape_of_the_file_as_it_is(tmp_path):
 
 
 def test_progress_into_a_file_is_plain_lines(capsys):
-    from recipes.core import loop
+    from recipes.core.training import progress
 
-    assert isinstance(loop.progress_bar(140), loop.LineProgress)  # pytest's stdout is no terminal.
-    progress = loop.LineProgress(140, interval=3600)
-    progress.update(0)
-    progress.update(10, [("loss", 0.41214), ("accuracy", 0.9)])  # Within the interval: no line.
-    progress.update(140, [("loss", 0.3), ("accuracy", 0.95), ("tiny", 2e-5)])
+    assert isinstance(progress.progress_bar(140), progress.LineProgress)  # pytest's stdout is no terminal.
+    line_progress = progress.LineProgress(140, interval=3600)
+    line_progress.update(0)
+    line_progress.update(10, [("loss", 0.41214), ("accuracy", 0.9)])  # Within the interval: no line.
+    line_progress.update(140, [("loss", 0.3), ("accuracy", 0.95), ("tiny", 2e-5)])
     out = capsys.readouterr().out
     assert out == "step 140/140 - 0s - loss: 0.3000 - accuracy: 0.9500 - tiny: 2.0000e-05\n"
 
 
 def test_native_lines_dropped_drops_only_the_routine_ones(capfd):
-    from recipes.core import serving
+    from recipes.core.deploy import serving
 
     with serving.native_lines_dropped(serving.CONVERTER_NOTES):
         os.write(2, b"fully_quantize: 0, inference_type: 6, input_inference_type: FLOAT32\n")

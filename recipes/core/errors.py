@@ -1,5 +1,7 @@
 """The errors a user can act on; `entry.run` prints them as one line instead of a traceback."""
 
+import errno
+
 
 def first_line(text, limit=None):
     """The first line of an underlying error's `text`, cut to `limit` characters,
@@ -16,6 +18,21 @@ class RecipeError(Exception):
     def line(self):
         """The one line `entry.run` prints."""
         return f"{self.label}: {self}"
+
+
+def is_disk_full(error):
+    """Whether `error` (Python's OSError, a TensorFlow error, a `DiskFull`) is
+    "no space left on device"."""
+    return (
+        isinstance(error, DiskFull)
+        or getattr(error, "errno", None) == errno.ENOSPC
+        or "No space left on device" in str(error)
+    )
+
+
+class DiskFull(RecipeError):
+    """The disk filled while a file was written; the file's temporary copy was
+    removed, and what was there before is kept."""
 
 
 class Preempted(RecipeError):

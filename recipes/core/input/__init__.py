@@ -1,0 +1,3 @@
+"""The data engine: every form --data takes, opened as sources of records, split,
+streamed by tf.data and resumed exactly (docs/data.md).
+"""
