@@ -12,6 +12,12 @@ in, `probabilities` and `classes` out, as saved_model/), pruning/ (the pruning
 run's checkpoints and logs: an interrupted run resumes), compression.json and
 compression.png. About a minute on a 2-core CPU for the offline MNIST run;
 README, "Compress and deploy", has the measured table.
+
+Every file is made from a float32 copy of the run's model, so runs trained in
+mixed_float16, mixed_bfloat16 or float64 compress too, and recurrent layers are
+unrolled for LiteRT. compression.json and pruning/source.json record the source
+(the run's step and its weights' SHA-256): a run trained further is pruned again,
+not resumed from the old model's pruning.
 """
 
 if __name__ == "__main__":  # Run as a program: set the process up before TensorFlow loads.
@@ -60,19 +66,25 @@ FLAGS = flags.FLAGS
 RECIPE_DEFAULTS = dict(learning_rate=1e-4)
 
 
-def prune(config, strategy, run, dataset, signature, *, sparsity, pruning_steps, frequency):
-    """Fine-tunes the run's model with its kernels pruned, into `config.model_dir`;
-    returns that run's metrics."""
-    model_path = run.path("model.keras")
+def model_input_shape(signature):
+    """One example's shape as the model takes it: after the preprocessing."""
     raw = tf.zeros([1, *signature.input_shape], signature.input_dtype)
-    units = runs.output_units(keras.saving.load_model(model_path), signature.preprocess(raw).shape[1:])
+    return tuple(signature.preprocess(raw).shape[1:])
+
+
+def prune(config, strategy, run, dataset, signature, *, sparsity, pruning_steps, frequency):
+    """Fine-tunes a float32 copy of the run's model with its kernels pruned, into
+    `config.model_dir`; returns that run's metrics."""
+    model_path = run.path("model.keras")
+    shape = model_input_shape(signature)
+    units = runs.output_units(keras.saving.load_model(model_path), shape)
     loss_fn = keras.losses.sparse_categorical_crossentropy if units > 1 else keras.losses.binary_crossentropy
     objective = pruning.Pruning(
         step.Objective(loss_fn), final_sparsity=sparsity, pruning_steps=pruning_steps, frequency=frequency
     )
     task = train.Task(
         "compress",
-        lambda: keras.saving.load_model(model_path),
+        lambda: compression.float32_copy(keras.saving.load_model(model_path), shape),
         objective,
         metrics_fn=lambda: metrics.classification(units),
         train_metrics_fn=lambda: metrics.accuracy(units),
@@ -88,23 +100,84 @@ def prune(config, strategy, run, dataset, signature, *, sparsity, pruning_steps,
 
 
 def write_keras_quantized(run, signature, out):
-    """<out>/int8.keras and int4.keras: the run's model with Keras' quantized kernels. A
-    subclassed model (models.BigModel) makes its layers in its constructor, so Keras
-    cannot rebuild them quantized on loading: its functional copy (the same layers,
-    traced by one call of `model.call`) is quantized instead, and loads anywhere."""
-    path = run.path("model.keras")
-    model = keras.saving.load_model(path)
+    """<out>/int8.keras and int4.keras: a float32 copy of the run's model with Keras'
+    quantized kernels. A subclassed model (models.BigModel) makes its layers in its
+    constructor, so Keras cannot rebuild them quantized on loading: its functional
+    copy (the same layers, traced by one call of `model.call`) is quantized instead,
+    and loads anywhere."""
+    shape = model_input_shape(signature)
+    model = compression.float32_copy(keras.saving.load_model(run.path("model.keras")), shape)
+    if not hasattr(model, "output_shape"):  # Functional and Sequential models know theirs.
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, model.call(inputs, training=False), name=model.name)
     with tempfile.TemporaryDirectory(prefix="recipes-compress-") as folder:
-        if not hasattr(model, "output_shape"):  # Functional and Sequential models know theirs.
-            inputs = keras.Input(
-                signature.preprocess(tf.zeros([1, *signature.input_shape], signature.input_dtype)).shape[1:]
-            )
-            path = os.path.join(folder, "functional.keras")
-            keras.Model(inputs, model.call(inputs, training=False), name=model.name).save(path)
+        path = os.path.join(folder, "float32.keras")
+        model.save(path)
         for mode in compression.KERAS_MODES:
             run_dir.write_atomically(
                 os.path.join(out, f"{mode}.keras"), None, write=compression.quantize(path, mode).save
             )
+
+
+def write_litert(sources, signature, calibration, out):
+    """The LiteRT files into `out`, each converted from a float32 SavedModel of its Keras
+    model (`sources`: the float and the pruned model.keras), recurrent layers unrolled.
+    Returns {file: why} for the variants the converter cannot make, each said in one
+    line; a file an earlier compress left under such a name is removed."""
+    skipped = {}
+    with tempfile.TemporaryDirectory(prefix="recipes-compress-") as folder:
+        for name, path in sources.items():
+            model = keras.saving.load_model(path)
+            try:
+                model = compression.float32_copy(model, model_input_shape(signature), unroll=True)
+            except ValueError:  # A recurrent layer over an unknown number of steps stays rolled.
+                model = compression.float32_copy(model, model_input_shape(signature))
+            serving.export_saved_model(model, os.path.join(folder, name), signature)
+        for variant in serving.LITERT_VARIANTS:
+            target = os.path.join(out, f"{variant}.tflite")
+            source = os.path.join(folder, "pruned" if variant.startswith("pruned") else "float")
+            try:
+                tflite = serving.to_litert(source, variant, representative=calibration)
+            except serving.ConversionError as e:
+                skipped[os.path.basename(target)] = str(e)
+                print(f"Skipped {os.path.basename(target)}: {e}")
+                run_dir.remove(target)
+                continue
+            run_dir.write_atomically(target, tflite)
+    return skipped
+
+
+def source_record(run, *, sparsity, pruning_steps, frequency):
+    """What the pruning run derives from: the run's step and a hash of model.keras's
+    weights, and the pruning schedule."""
+    model = keras.saving.load_model(run.path("model.keras"))
+    return {
+        "source": {
+            "model": "model.keras",
+            "step": run.metrics.get("steps"),
+            "weights_sha256": compression.weights_fingerprint(model),
+        },
+        "schedule": {"sparsity": sparsity, "pruning_steps": pruning_steps, "frequency": frequency},
+    }
+
+
+def forget_stale_pruning(pruning_dir, record):
+    """Removes the pruning run in `pruning_dir` when it was made from another source or
+    schedule than `record` (or records none), so it is redone rather than resumed;
+    then records `record` there (source.json)."""
+    path = os.path.join(pruning_dir, "source.json")
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            recorded = json.load(f)
+    except (tf.errors.OpError, OSError, ValueError):  # None, or damaged: not this source.
+        recorded = None
+    if tf.io.gfile.exists(os.path.join(pruning_dir, "checkpoints")) and recorded != record:
+        print(
+            f"{pruning_dir} was pruned from another model or schedule than the run's "
+            f"model.keras at step {record['source']['step']}: pruning again from the start."
+        )
+        run_dir.remove(pruning_dir)
+    run_dir.write_atomically(path, json.dumps(record, indent=2))
 
 
 def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequency):
@@ -113,7 +186,12 @@ def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequen
     out = run.path("compressed")
     outputs = ["pruned.keras", *(f"{mode}.keras" for mode in compression.KERAS_MODES)]
     outputs += [f"{variant}.tflite" for variant in serving.LITERT_VARIANTS]
+    if tf.io.gfile.exists(out) and not tf.io.gfile.isdir(out):
+        raise RecipeError(f"{out} is a file, not a directory; move it away and run the same command again")
     run_dir.check_output_files(out, [*outputs, "compression.png", "compression.json"])  # Before pruning.
+    record = source_record(run, sparsity=sparsity, pruning_steps=pruning_steps, frequency=frequency)
+    if strategies.is_chief(strategy):
+        forget_stale_pruning(config.model_dir, record)
     prune(
         config,
         strategy,
@@ -126,11 +204,12 @@ def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequen
     )
     if not strategies.is_chief(strategy):
         return None  # The other workers helped prune; the chief converts and measures.
-    write_variants(config, run, dataset, signature, out)
-    rows = measure_variants(run, dataset, signature, out)
+    skipped = write_variants(config, run, dataset, signature, out)
+    rows = measure_variants(run, dataset, signature, out, skipped)
     report = {
         "run": run.model_dir,
         "recipe": run.recipe,
+        "source": record["source"],  # What every file here derives from.
         "data": dataset.describe(),
         "sparsity": sparsity,
         "pruning_steps": pruning_steps,
@@ -149,27 +228,23 @@ def compress(config, strategy, run, dataset, *, sparsity, pruning_steps, frequen
 
 def write_variants(config, run, dataset, signature, out):
     """<out>/pruned.keras (the pruning run's model), int8.keras and int4.keras, and the
-    LiteRT files, the pruned ones from the pruning run in `config.model_dir`."""
+    LiteRT files, the pruned ones from the pruning run in `config.model_dir`; returns
+    {file: why} for the LiteRT variants the converter cannot make (`write_litert`)."""
     calibration = dataset.arrays("train", limit=serving.CALIBRATION_EXAMPLES)[0]
+    pruned = os.path.join(config.model_dir, "model.keras")
     run_dir.write_atomically(
         os.path.join(out, "pruned.keras"),
         None,
-        write=lambda path: tf.io.gfile.copy(
-            os.path.join(config.model_dir, "model.keras"), path, overwrite=True
-        ),
+        write=lambda path: tf.io.gfile.copy(pruned, path, overwrite=True),
     )
     write_keras_quantized(run, signature, out)
-    for variant in serving.LITERT_VARIANTS:
-        source = os.path.join(
-            config.model_dir if variant.startswith("pruned") else run.model_dir, "saved_model"
-        )
-        tflite = serving.to_litert(source, variant, representative=calibration)
-        run_dir.write_atomically(os.path.join(out, f"{variant}.tflite"), tflite)
+    return write_litert({"float": run.path("model.keras"), "pruned": pruned}, signature, calibration, out)
 
 
-def measure_variants(run, dataset, signature, out):
+def measure_variants(run, dataset, signature, out, skipped):
     """A row per variant (`compression.measure`), the run's own model.keras first: each
-    measured on the test split with the runtime that would serve it."""
+    measured on the test split with the runtime that would serve it; a variant in
+    `skipped` ({file: why}) has a row that says why."""
     x_test, y_test = dataset.arrays("test")
     reference = serving.load(run.path("model.keras"), signature)
     reference_classes = reference.predict(x_test)["classes"]
@@ -181,7 +256,9 @@ def measure_variants(run, dataset, signature, out):
         + [f"{variant}.tflite" for variant in serving.LITERT_VARIANTS]
     )
     return [
-        compression.measure(
+        {"variant": name, "skipped": skipped[name]}
+        if name in skipped
+        else compression.measure(
             name,
             serving.load(path, signature),
             x_test,

@@ -19,6 +19,7 @@ if __name__ == "__main__":  # Run as a program: set the process up before Tensor
     entry.set_up_process()
 
 import dataclasses
+import math
 import os
 
 import keras
@@ -41,7 +42,14 @@ flags.DEFINE_string(
 flags.DEFINE_enum(
     "student", "mlp", ["mlp", "bigmodel"], "mlp: models.two_layer_mlp; bigmodel: models.BigModel."
 )
-flags.DEFINE_integer("student_hidden_units", 128, "--student=mlp: width of its hidden layer.", lower_bound=1)
+# A student is meant to be small: 1e8 parameters take 1.6 GB with Adam's moments and gradients.
+MAX_STUDENT_PARAMETERS = 10**8
+flags.DEFINE_integer(
+    "student_hidden_units",
+    128,
+    f"--student=mlp: width of its hidden layer (at most {MAX_STUDENT_PARAMETERS:.0e} parameters in all).",
+    lower_bound=1,
+)
 recipe_flags.define_temperature()
 flags.DEFINE_float(
     "alpha",
@@ -64,9 +72,11 @@ FLAGS = flags.FLAGS
 RECIPE_DEFAULTS = dict(epochs=20, batch_size=64)
 
 
-def build_student(name, input_shape, num_classes, hidden_units):
+def build_student(name, input_shape, num_classes, hidden_units, l2=0.0, dropout_rate=0.0):
+    """The student: bigmodel takes --l2 and --dropout_rate; `Settings.check_fits` refuses
+    them for the mlp, which has neither."""
     if name == "bigmodel":
-        student = models.BigModel(num_classes=num_classes)
+        student = models.BigModel(num_classes=num_classes, dropout_rate=dropout_rate, l2=l2)
         student.build((None, *input_shape))  # Subclassed: its variables exist once built.
         return student
     return models.two_layer_mlp(input_shape=input_shape, hidden_units=hidden_units, num_classes=num_classes)
@@ -108,16 +118,18 @@ def load_teacher(strategy, path, dataset, input_shape):
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """What `run` does beyond the shared flags (the recipe's own flags).
+    """What `run` does beyond the shared flags (the recipe's own flags), checked when
+    built (`check_fits` checks what needs the data).
 
     Args:
       student: `mlp` (models.two_layer_mlp, `hidden_units` wide) or `bigmodel`
         (models.BigModel).
       hidden_units: the width of the mlp student's hidden layer.
-      temperature: the softmax temperature of the teacher's term (> 0).
-      alpha: the weight of the teacher's term; 1 - alpha weighs the labels.
+      temperature: the softmax temperature of the teacher's term, in (0, 100].
+      alpha: the weight of the teacher's term, in [0, 1]; 1 - alpha weighs the labels.
       transfer_shift: train on copies of the training images moved by up to this many
-        pixels (other examples, a table's rows, are taken as they are); 0: as they are.
+        pixels, less than half their side (other examples, a table's rows, are taken
+        as they are); 0: as they are.
       baseline: also train the student alone, into <model_dir>/baseline.
     """
 
@@ -128,19 +140,90 @@ class Settings:
     transfer_shift: int = 2
     baseline: bool = True
 
+    def __post_init__(self):
+        if self.student not in ("mlp", "bigmodel"):
+            raise RecipeError(f"unknown --student={self.student}; choose one of: mlp, bigmodel")
+        if not (isinstance(self.hidden_units, int) and self.hidden_units >= 1):
+            raise RecipeError(f"--student_hidden_units must be at least 1; received {self.hidden_units}")
+        highest = distillation.MAX_TEMPERATURE
+        if not (math.isfinite(self.temperature) and 0 < self.temperature <= highest):
+            raise RecipeError(
+                f"--temperature must be positive (it softens the teacher's term) and at most {highest:g} "
+                f"(beyond, rounding is most of the term); received {self.temperature:g}"
+            )
+        if not 0 <= self.alpha <= 1:  # NaN fails it too.
+            raise RecipeError(
+                f"--alpha must be a number in [0, 1] (the teacher's weight); received {self.alpha}"
+            )
+        if not (isinstance(self.transfer_shift, int) and self.transfer_shift >= 0):
+            raise RecipeError(f"--transfer_shift must be 0 or more; received {self.transfer_shift}")
+
+    def check_fits(self, config, dataset, input_shape):
+        """What needs the run's config and data: the shift against the image's side,
+        the student's size, and the shared regularization flags its model takes.
+        Returns the settings to train with (no shift on data that are not pixels)."""
+        shape = dataset.x_spec.shape
+        if dataset.x_spec.dtype != tf.uint8 or shape.rank not in (2, 3):
+            return dataclasses.replace(self, transfer_shift=0)  # Not pixels: nothing to move.
+        side = min(shape[0] or math.inf, shape[1] or math.inf)
+        if 2 * self.transfer_shift >= side:
+            raise RecipeError(
+                f"--transfer_shift={self.transfer_shift} would move the {shape[0]}x{shape[1]} images "
+                f"half their side or more, off the canvas; pass at most {(side - 1) // 2}, or 0"
+            )
+        if self.student == "mlp":
+            inputs, classes = math.prod(input_shape), dataset.num_classes
+            parameters = (inputs + 1) * self.hidden_units + (self.hidden_units + 1) * classes
+            if parameters > MAX_STUDENT_PARAMETERS:
+                raise RecipeError(
+                    f"--student_hidden_units={self.hidden_units} makes a student of {parameters:,} "
+                    f"parameters, more than the {MAX_STUDENT_PARAMETERS:,} a student may have; pass a "
+                    f"smaller width (at most {MAX_STUDENT_PARAMETERS // (inputs + classes + 1):,})"
+                )
+            if config.l2 or config.dropout_rate:
+                raise RecipeError(
+                    "--l2 and --dropout_rate apply to --student=bigmodel; the mlp student has neither"
+                )
+        return self
+
+
+def check_directories(model_dir, teacher_dir):
+    """A one-line `RecipeError` where the student's --model_dir is, holds or lies inside
+    the teacher's run (their real paths compared, symlinks followed): the student's
+    outputs would overwrite the teacher's."""
+    student, teacher = (d if "://" in d else os.path.realpath(d) for d in (model_dir, teacher_dir))
+    if ("://" in student) != ("://" in teacher):
+        return  # One local, one remote: apart.
+    student, teacher = os.path.normpath(student), os.path.normpath(teacher)
+    common = os.path.commonpath([student, teacher])
+    if common in (student, teacher):
+        where = "is" if student == teacher else "lies inside" if common == teacher else "holds"
+        raise RecipeError(
+            f"--model_dir={model_dir} {where} the teacher's run --teacher_dir={teacher_dir}, which "
+            "the student would overwrite; pass a --model_dir apart from it"
+        )
+
 
 def run(config, strategy, teacher_run, dataset, settings=Settings()):
     """Trains the baseline (unless `settings.baseline` is False), then the distilled
-    student; returns the student's metrics.json dict."""
-    if dataset.x_spec.dtype != tf.uint8 or dataset.x_spec.shape.rank not in (2, 3):
-        settings = dataclasses.replace(settings, transfer_shift=0)  # Not pixels: nothing to move.
+    student; returns the student's metrics.json dict. Everything is checked before
+    either trains; the student records its teacher (`distillation.teacher_source`),
+    and a student of another teacher is not resumed."""
+    check_directories(config.model_dir, teacher_run.model_dir)
     signature = teacher_run.signature()
     input_shape = model_input_shape(dataset, signature.preprocess)
+    settings = settings.check_fits(config, dataset, input_shape)
     teacher = load_teacher(strategy, teacher_run.path("model.keras"), dataset, input_shape)
+    source = distillation.teacher_source(teacher, teacher_run.metrics.get("steps"))
+    distillation.check_same_teacher(config.model_dir, source, teacher_run.model_dir)
     num_classes = dataset.num_classes  # The teacher's outputs: load_teacher checked them.
-    student = lambda: build_student(settings.student, input_shape, num_classes, settings.hidden_units)  # noqa: E731
 
-    def student_run(model_dir, objective, extra_metrics):
+    def student():
+        return build_student(
+            settings.student, input_shape, num_classes, settings.hidden_units, config.l2, config.dropout_rate
+        )
+
+    def student_run(model_config, objective, extra_metrics):
         shift = settings.transfer_shift
         task = train.Task(
             "distill",
@@ -153,16 +236,31 @@ def run(config, strategy, teacher_run, dataset, settings=Settings()):
             signature=signature,
             extra_metrics=extra_metrics,
         )
-        results, _ = train.train_model(
-            task, dataset, config=dataclasses.replace(config, model_dir=model_dir), strategy=strategy
-        )
-        return results
+        return train.train_model(task, dataset, config=model_config, strategy=strategy)[0]
 
-    parameters = student().count_params()
-    summary = {
+    summary = _summary(teacher_run, teacher, student().count_params(), settings, source)
+    if settings.baseline:
+        alone = student_run(
+            dataclasses.replace(config, model_dir=os.path.join(config.model_dir, "baseline")),
+            distillation.Distillation(),
+            {**summary, "role": "baseline: the student alone"},
+        )
+        summary["baseline_test_accuracy"] = alone["test_accuracy"]
+    objective = distillation.Distillation(teacher, temperature=settings.temperature, alpha=settings.alpha)
+    # The teacher's identity among the settings its checkpoints are resumed with.
+    student_config = dataclasses.replace(config, recipe_settings={**config.recipe_settings, **source})
+    distilled = student_run(student_config, objective, {**summary, "role": "distilled student"})
+    _print_comparison(summary, distilled, settings.baseline)
+    return distilled
+
+
+def _summary(teacher_run, teacher, parameters, settings, source):
+    """The fields the baseline's and the student's metrics.json share."""
+    return {
         "teacher_dir": teacher_run.model_dir,
         "teacher_recipe": teacher_run.recipe,
         "teacher_test_accuracy": teacher_run.metrics.get("test_accuracy"),
+        **source,
         "teacher_parameters": teacher.count_params(),
         "student_parameters": parameters,
         "compression_ratio": teacher.count_params() / parameters,
@@ -170,49 +268,33 @@ def run(config, strategy, teacher_run, dataset, settings=Settings()):
         "alpha": settings.alpha,
         "transfer_shift": settings.transfer_shift,
     }
-    if settings.baseline:
-        alone = student_run(
-            os.path.join(config.model_dir, "baseline"),
-            distillation.Distillation(),
-            {**summary, "role": "baseline: the student alone"},
-        )
-        summary["baseline_test_accuracy"] = alone["test_accuracy"]
-    objective = distillation.Distillation(teacher, temperature=settings.temperature, alpha=settings.alpha)
-    distilled = student_run(config.model_dir, objective, {**summary, "role": "distilled student"})
+
+
+def _print_comparison(summary, distilled, baseline):
+    teacher, parameters = summary["teacher_parameters"], summary["student_parameters"]
     print(
-        f"Teacher ({teacher_run.recipe}, {summary['teacher_parameters']:,} parameters): "
+        f"Teacher ({summary['teacher_recipe']}, {teacher:,} parameters): "
         f"{summary['teacher_test_accuracy']:.2%}; student ({parameters:,} parameters, "
-        f"{summary['teacher_parameters'] / parameters:.1f}x fewer): {distilled['test_accuracy']:.2%} "
-        "distilled" + (f", {summary['baseline_test_accuracy']:.2%} alone." if settings.baseline else ".")
+        f"{teacher / parameters:.1f}x fewer): {distilled['test_accuracy']:.2%} "
+        "distilled" + (f", {summary['baseline_test_accuracy']:.2%} alone." if baseline else ".")
     )
-    return distilled
 
 
 def main(argv):
     del argv  # Unused.
-    temperature = recipe_flags.temperature("distill")
-    if temperature <= 0:  # Checked here: generate, which shares the flag, takes 0.
-        raise RecipeError(
-            f"--temperature must be positive (it softens the teacher's term); got {temperature:g}"
-        )
-    strategy = recipe_flags.strategy_from_flags()
-    teacher_run = runs.read(FLAGS.teacher_dir)
-    dataset = recipe_flags.run_data(teacher_run)
-    config = recipe_flags.train_config("distill", **RECIPE_DEFAULTS)
-    run(
-        config,
-        strategy,
-        teacher_run,
-        dataset,
-        Settings(
-            student=FLAGS.student,
-            hidden_units=FLAGS.student_hidden_units,
-            temperature=temperature,
-            alpha=FLAGS.alpha,
-            transfer_shift=FLAGS.transfer_shift,
-            baseline=FLAGS.baseline,
-        ),
+    settings = Settings(  # Checked here, before anything is read or trained.
+        student=FLAGS.student,
+        hidden_units=FLAGS.student_hidden_units,
+        temperature=recipe_flags.temperature("distill"),
+        alpha=FLAGS.alpha,
+        transfer_shift=FLAGS.transfer_shift,
+        baseline=FLAGS.baseline,
     )
+    config = recipe_flags.train_config("distill", **RECIPE_DEFAULTS)
+    teacher_run = runs.read(FLAGS.teacher_dir)  # Only reads: a --teacher_dir that is no run says so.
+    check_directories(config.model_dir, teacher_run.model_dir)
+    strategy = recipe_flags.strategy_from_flags()
+    run(config, strategy, teacher_run, recipe_flags.run_data(teacher_run), settings)
 
 
 if __name__ == "__main__":

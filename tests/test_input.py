@@ -525,7 +525,7 @@ def test_a_csv_trains_bigmodel_and_serves_raw_rows(own, tmp_path, monkeypatch, c
     # A subclassed teacher (models.BigModel) on a table's rows distills too.
     from recipes import distill, predict
 
-    student = tmp_path / "student"
+    student = tmp_path.parent / f"{tmp_path.name}_student"  # Beside the teacher, never inside.
     code, _, err = run_in_process(
         distill,
         [f"--teacher_dir={tmp_path}", f"--model_dir={student}", "--train_steps=20", "--nobaseline"],

@@ -14,6 +14,7 @@ import pytest
 
 import models
 import recipes.bigmodel
+import recipes.lstm
 import recipes.mnist
 from strategies import model_parallel, tensor_parallel
 from tests.helpers import REPO, assert_one_error_line, run_in_process, run_module
@@ -54,8 +55,9 @@ def _run(module, model_dir, args, monkeypatch, capfd):
         (recipes.mnist, ["--tensor_parallel=2"]),
         (recipes.bigmodel, ["--pipeline_stages=4"]),
         (recipes.mnist, ["--nojit_compile"]),
+        (recipes.lstm, ["--pipeline_stages=2"]),  # Recurrent: its stages run without XLA.
     ],
-    ids=["mnist-pipeline", "mnist-tensor", "bigmodel-pipeline", "mnist-uncompiled"],
+    ids=["mnist-pipeline", "mnist-tensor", "bigmodel-pipeline", "mnist-uncompiled", "lstm-pipeline"],
 )
 def test_split_run_ends_with_the_single_device_weights(tmp_path, monkeypatch, capfd, module, split):
     """Against the default run as it runs by default: one device, the step XLA-compiled."""

@@ -172,6 +172,13 @@ def test_early_stopping_stops_an_overfitting_run_and_keeps_the_best_epoch(tmp_pa
     )
     assert float(loss) == pytest.approx(losses[best], abs=1e-5)
     assert metrics["validation_loss"] == pytest.approx(losses[best], abs=1e-5)
+    # The checkpoint holds what the run kept and why: a rerun trains nothing more and
+    # reports the same run (it resumed the last steps and trained on, before).
+    again = bigmodel.run(config, tf.distribute.get_strategy(), data.load_breast_cancer(), "breast_cancer")
+    assert again["steps_this_run"] == 0 and again["steps"] == metrics["steps"]
+    assert (again["stopped_early"], again["best_epoch"]) == (True, metrics["best_epoch"])
+    assert again["validation_loss"] == pytest.approx(metrics["validation_loss"], abs=1e-6)
+    assert again["test_loss"] == pytest.approx(metrics["test_loss"], abs=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ them into plain arguments, and `data_from_flags` and `run_data`
 """
 
 import dataclasses
+import math
 import os
 import sys
 
@@ -295,10 +296,13 @@ def define_temperature() -> None:
             "temperature",
             None,
             "Softmax temperature: distill's softening of the teacher's "
-            "term (> 0), generate's sampling (0: greedy, the most likely each time). "
+            "term (0 to 100), generate's sampling (0: greedy, the most likely each time). "
             "Default: "
             + ", ".join(f"{name} {value:g}" for name, value in TEMPERATURE_DEFAULTS.items())
             + ".",
+        )
+        flags.register_validator(
+            "temperature", lambda value: value is None or math.isfinite(value), "--temperature must be finite"
         )
 
 

@@ -17,6 +17,7 @@ import os
 
 import keras
 import tensorflow as tf
+from absl import flags
 
 from recipes.core.deploy import serving
 from recipes.core.errors import RecipeError, first_line
@@ -219,9 +220,14 @@ def _import_model_modules(run):
     for module in run.metrics.get("model_modules") or ():
         if module == "__main__" or not isinstance(module, str):
             continue  # A script's class loads where the script registered it, or not at all.
+        if module.split(".")[0] == "recipes" and module.count(".") == 1:
+            raise RecipeError(
+                f"{run.model_dir}/metrics.json names the command {module} as where its model's "
+                "classes are; a command is not imported as a library: train the run again"
+            )
         try:
             importlib.import_module(module)
-        except ImportError as e:
+        except (ImportError, flags.Error) as e:  # A flag defined twice: absl's error.
             raise RecipeError(
                 f"{run.model_dir}'s model is built from classes in {module}, which cannot "
                 f"be imported here ({first_line(e, 100)}); run where it can, or install "

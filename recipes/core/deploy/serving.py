@@ -108,7 +108,8 @@ def to_litert(saved_model_dir, variant, representative=None):
     `float16` (float16 weights); `int8` (int8 weights and activations, ranges
     calibrated on `representative`, raw training inputs; a float input's element-wise
     standardization stays float: `_float_elementwise`); `pruned_int8` (`int8`
-    with zero-heavy kernels stored sparsely: for a pruned model).
+    with zero-heavy kernels stored sparsely: for a pruned model). A model the converter
+    cannot convert (an op with no LiteRT kernel) is a `ConversionError`.
     """
     if variant not in LITERT_VARIANTS:
         raise ValueError(f"`variant` must be one of {LITERT_VARIANTS}. Received: {variant!r}")
@@ -128,12 +129,30 @@ def to_litert(saved_model_dir, variant, representative=None):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if variant == "pruned_int8":
         converter.optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
-    with warnings.catch_warnings(), native_lines_dropped(CONVERTER_NOTES):
-        # The converter calibrates with the deprecated tf.lite.Interpreter.
-        warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated")
-        if variant in ("int8", "pruned_int8") and np.issubdtype(np.asarray(calibration).dtype, np.floating):
-            return _float_elementwise(converter)
-        return converter.convert()
+    try:
+        with warnings.catch_warnings(), native_lines_dropped(CONVERTER_NOTES):
+            # The converter calibrates with the deprecated tf.lite.Interpreter.
+            warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated")
+            if variant in ("int8", "pruned_int8") and np.issubdtype(
+                np.asarray(calibration).dtype, np.floating
+            ):
+                return _float_elementwise(converter)
+            return converter.convert()
+    except (_converter_error(), RuntimeError, ValueError, tf.errors.OpError) as e:
+        raise ConversionError(f"the LiteRT converter cannot make it: {first_line(e, 200)}") from None
+
+
+class ConversionError(RecipeError):
+    """A model the LiteRT converter cannot convert to a variant (an op without a LiteRT kernel)."""
+
+
+def _converter_error():
+    """The converter's own error class, which the public `tf.lite` API does not name."""
+    try:
+        from tensorflow.lite.python.convert_phase import ConverterError
+    except ImportError:  # Moved in another TensorFlow: what it raises is still caught below it.
+        return RuntimeError
+    return ConverterError
 
 
 # Element-wise ops a float input goes through before the first layer (a table's
@@ -147,12 +166,26 @@ def _float_elementwise(converter):
     0.1 to 1,680), so the small ones would round to zero before they are standardized
     (39% accuracy against the float model's 100% on wine). Keeping the standardization
     in float quantizes what comes out of it instead. The converter's own way to keep
-    ops in float is its quantization debugger's deny-list (`tf.lite.experimental`)."""
+    ops in float is its quantization debugger's deny-list (`tf.lite.experimental`).
+
+    The debugger would store `EXPERIMENTAL_SPARSITY`'s sparse kernels before it
+    quantizes, and quantizing that model wires the raw input to `probabilities` (a
+    breast-cancer run's 30 features came back as its probabilities): the model is
+    sparsified after quantizing instead, as the converter's own path does."""
+    sparse = tf.lite.Optimize.EXPERIMENTAL_SPARSITY in converter.optimizations
+    converter.optimizations = [
+        o for o in converter.optimizations if o != tf.lite.Optimize.EXPERIMENTAL_SPARSITY
+    ]
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(FLOAT_INPUT_OPS))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter, debug_dataset=converter.representative_dataset, debug_options=options
     )
-    return debugger.get_nondebug_quantized_model()
+    model = debugger.get_nondebug_quantized_model()
+    if sparse:
+        from tensorflow.lite.python.convert import mlir_sparsify  # What the converter calls; not public.
+
+        model = mlir_sparsify(model)
+    return model
 
 
 # What the LiteRT converter and interpreter print as a matter of course, to stderr from

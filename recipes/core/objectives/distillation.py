@@ -1,7 +1,7 @@
 """Knowledge distillation in the package's own step, with Keras' distillation loss.
 
     objective = distillation.Distillation(teacher, temperature=4.0, alpha=0.5)
-    train.train_model(config, strategy, dataset, build_student, objective=objective, ...)
+    train.train_model(train.Task("distill", build_student, objective), data, config=config)
 
 The student's per-example loss is `(1 - alpha) * CE(y, student) + alpha * D`,
 where D is `keras.distillation.LogitsDistillation`: the KL divergence between
@@ -19,11 +19,21 @@ weights 1.83-1.93x as far as on one device). Here only Keras' loss term is used,
 and the step's global-batch scaling is applied once, as for every objective.
 """
 
+import hashlib
+import math
+
 import keras
+import numpy as np
 import tensorflow as tf
 
 import models
+from recipes.core.errors import RecipeError
+from recipes.core.rundir import run_dir
 from recipes.core.training import step
+
+# Hinton et al. soften with T from 1 to 20. Far above, the softened probabilities are
+# so near uniform that float32 rounding is most of the term, and T^2 scales it up.
+MAX_TEMPERATURE = 100.0
 
 
 class Distillation(step.Objective):
@@ -40,8 +50,10 @@ class Distillation(step.Objective):
     """
 
     def __init__(self, teacher=None, temperature=3.0, alpha=0.5):
-        if not temperature > 0:
-            raise ValueError(f"`temperature` must be positive. Received: temperature={temperature}")
+        if not (math.isfinite(temperature) and 0 < temperature <= MAX_TEMPERATURE):
+            raise ValueError(
+                f"`temperature` must be in (0, {MAX_TEMPERATURE:g}]. Received: temperature={temperature}"
+            )
         if not 0 <= alpha <= 1:
             raise ValueError(f"`alpha` must be in [0, 1]. Received: alpha={alpha}")
         super().__init__(keras.losses.sparse_categorical_crossentropy)
@@ -55,26 +67,64 @@ class Distillation(step.Objective):
         # number of replicas inside a replica context (keras/src/losses/loss.py,
         # scale_loss_for_distribution), for Keras' own trainer to undo; the step here
         # scales by the global batch itself.
-        self.teacher_term = keras.distillation.LogitsDistillation(
-            temperature=temperature, loss=keras.losses.KLDivergence(reduction=None)
-        )
+        self.teacher_term = self._teacher_term(tf.float32)
         if teacher is not None:
             teacher.trainable = False
+
+    def _teacher_term(self, dtype):
+        # dtype: a Keras loss computes in the float type it is given (default float32),
+        # so a float64 run's teacher term stays float64.
+        return keras.distillation.LogitsDistillation(
+            temperature=self.temperature, loss=keras.losses.KLDivergence(reduction=None, dtype=dtype)
+        )
 
     def forward(self, model, x, training):
         return tf.nn.softmax(self.student_logits(model, x, training))
 
     def student_logits(self, model, x, training):
-        return tf.cast(models.logits(model, x, training=training), tf.float32)
+        """The student's logits, float16 and bfloat16 as float32, float64 as float64."""
+        return step.widened(models.logits(model, x, training=training))
 
     def loss(self, model, x, y, training):
         logits = self.student_logits(model, x, training)
         hard = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         if not training or self.teacher is None:
             return hard, tf.nn.softmax(logits)
-        teacher_logits = tf.stop_gradient(tf.cast(models.logits(self.teacher, x, training=False), tf.float32))
+        teacher_logits = models.logits(self.teacher, x, training=False)
+        teacher_logits = tf.stop_gradient(tf.cast(teacher_logits, logits.dtype))
+        term = self.teacher_term if logits.dtype == tf.float32 else self._teacher_term(logits.dtype)
         # Keras' term is the mean over this replica's examples. Given to every example,
         # the step's sum over the replicas' examples / global batch makes it the mean
         # over the global batch, as the hard term is: no second scaling.
-        soft = self.teacher_term.compute_loss(teacher_logits, logits)
+        soft = term.compute_loss(teacher_logits, logits)
         return (1.0 - self.alpha) * hard + self.alpha * soft, tf.nn.softmax(logits)
+
+
+def teacher_source(teacher, step_count):
+    """What a distilled student comes from, for its metrics.json and its resume check:
+    `{"teacher_step": step_count, "teacher_weights_sha256": ...}`, the SHA-256 of the
+    teacher's weights (their dtypes, shapes and bytes, in order)."""
+    digest = hashlib.sha256()
+    for weights in teacher.get_weights():
+        weights = np.ascontiguousarray(weights)
+        digest.update(f"{weights.dtype}{weights.shape}".encode())
+        digest.update(weights.tobytes())
+    return {"teacher_step": step_count, "teacher_weights_sha256": digest.hexdigest()}
+
+
+def check_same_teacher(model_dir, source, teacher_dir):
+    """A one-line `RecipeError` where `model_dir` holds checkpoints of a student
+    distilled from another teacher than `source` (`teacher_source`): resuming it would
+    pass off the old teacher's student as this one's."""
+    recorded = run_dir.read_settings(model_dir)
+    if recorded is None or recorded.get("recipe") != "distill":
+        return  # Nothing to resume, or not a student: the run's own settings check says so.
+    before = recorded.get("teacher_weights_sha256")
+    if before == source["teacher_weights_sha256"]:
+        return
+    then = f"step {recorded.get('teacher_step')}, weights {before[:12]}" if before else "not recorded"
+    now = f"step {source['teacher_step']}, weights {source['teacher_weights_sha256'][:12]}"
+    raise RecipeError(
+        f"the teacher {teacher_dir} changed since the student in {model_dir} was distilled "
+        f"from it ({then} then; {now} now); pass a new --model_dir, or delete {model_dir} to start over"
+    )

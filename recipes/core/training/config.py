@@ -125,6 +125,7 @@ class TrainConfig:
             raise RecipeError(
                 f"momentum={self.momentum} applies to optimizer=sgd or rmsprop, and must be in [0, 1)"
             )
+        _check_finite({**dataclasses.asdict(self), **self.recipe_settings})  # What the checks above leave.
 
     def check_fits(self, strategy: "tf.distribute.Strategy", num_train_examples: int) -> None:
         """The checks that need the strategy and the data: the batch splits over the
@@ -195,6 +196,14 @@ def check_schedule(
             "lr_schedule=linear needs decay_rate > 0 (the fraction of the "
             f"learning rate lost per step); received {decay_rate}"
         )
+
+
+def _check_finite(values):
+    """Every float among `values` (the fields, the recipe's own flags) a finite number:
+    NaN passes every `<` and `>` check, and inf overflows whatever it multiplies."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{name} must be a finite number; received {value}")
 
 
 def _check(ok, name, requirement, value):

@@ -38,12 +38,30 @@ class ProfileHook(loop.Hook):
             )
 
 
+class EarlyStoppingState(tf.Module):
+    """What early stopping decided, in the run's checkpoint: the epoch it stopped after
+    (-1: it did not stop) and the epoch whose weights were kept (-1: none yet). A
+    rerun of a run that stopped trains nothing more and reports the same."""
+
+    def __init__(self):
+        super().__init__(name="early_stopping")
+        self.stopped_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="stopped_epoch")
+        self.best_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="best_epoch")
+
+    @property
+    def stopped(self):
+        return int(self.stopped_epoch.numpy()) >= 0
+
+
 class EarlyStoppingHook(loop.Hook):
     """Keras' own `EarlyStopping` callback, driven by hand: stops after `patience`
-    epochs without a better validation loss and restores the best epoch's weights."""
+    epochs without a better validation loss and restores the best epoch's weights,
+    then checkpoints them with its decision (`EarlyStoppingState`), so that a rerun
+    resumes what the run kept, not its last steps."""
 
-    def __init__(self, model, patience):
+    def __init__(self, model, patience, state=None):
         self.model, self.patience = model, patience
+        self.state = state or EarlyStoppingState()
         self.callback = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True
         )
@@ -65,12 +83,17 @@ class EarlyStoppingHook(loop.Hook):
                 f"Early stopping after epoch {self._epoch + 1}: the validation loss has not "
                 f"improved for {self.patience} epochs."
             )
+            self.state.stopped_epoch.assign(self._epoch + 1)
         if self.callback.best_weights is not None:
             print(
                 f"Kept the weights of epoch {self.callback.best_epoch + 1}, the best on the validation split."
             )
+            self.state.best_epoch.assign(self.callback.best_epoch + 1)
+            controller.manager.save(checkpoint_number=controller.step)  # What was kept, and why.
 
     def results(self):
+        if self.callback.best_weights is None and int(self.state.best_epoch.numpy()) >= 0:
+            return {"stopped_early": self.state.stopped, "best_epoch": int(self.state.best_epoch.numpy())}
         kept = self.callback.best_weights is not None
         return {
             "stopped_early": bool(self.model.stop_training),

@@ -5,6 +5,7 @@
 import keras
 
 import strategies
+from models._keras_compat import all_layers
 from recipes.core.errors import RecipeError, first_line
 from recipes.core.training import step
 from strategies import model_parallel, tensor_parallel
@@ -33,16 +34,17 @@ def split(config, strategy, model, data, objective):
             f"({type(objective).__name__}) does not take it yet; leave {flag} at 1"
         )
     input_shape = None if isinstance(model, keras.Sequential) else tuple(data.x_spec.shape)
+    jit_compile = config.jit_compile
+    if jit_compile and any(isinstance(layer, keras.layers.RNN) for layer in all_layers(model)):
+        # An XLA-compiled stage cannot hand a recurrent layer's TensorList to the next
+        # (UnimplementedError): the stages of a recurrent model run uncompiled.
+        print(f"{flag}: the model is recurrent; its parts run without XLA.")
+        jit_compile = False
     try:
         devices = model_parallel.devices(count)
         if flag == "pipeline_stages":
             parallel = model_parallel.Pipeline(
-                model,
-                devices,
-                config.num_microbatches,
-                config.pipeline_balance,
-                input_shape,
-                config.jit_compile,
+                model, devices, config.num_microbatches, config.pipeline_balance, input_shape, jit_compile
             )
             print(
                 f"Pipeline: {count} stages balancing {config.pipeline_balance}, "
@@ -50,7 +52,7 @@ def split(config, strategy, model, data, objective):
             )
         else:
             parallel = tensor_parallel.TensorParallel(
-                model, devices, input_shape, config.jit_compile, input_dtype=data.x_spec.dtype.name
+                model, devices, input_shape, jit_compile, input_dtype=data.x_spec.dtype.name
             )
             print("Tensor parallel: " + "; ".join(parallel.describe()))
     except ValueError as e:

@@ -24,10 +24,12 @@ def controller(task, data, config, trainer, write_dir, *, enter, signals):
     (an `ExitStack`'s), `signals` are `fault_tolerance.stop_signals()`."""
     strategy, chief = trainer.strategy, strategies.is_chief(trainer.strategy)
     input_state = data_lib.InputState(config.batch_size // strategies.num_input_pipelines(strategy))
+    stopping = hooks_lib.EarlyStoppingState() if config.early_stopping_patience else None
     checkpoint = tf.train.Checkpoint(
         model=trainer.model,
         optimizer=trainer.optimizer,
         input=input_state,
+        **({"early_stopping": stopping} if stopping else {}),
         **trainer.objective.checkpointed(),
     )
     manager = _restore(checkpoint, config, write_dir, settings(task, data, config, strategy), chief)
@@ -39,6 +41,13 @@ def controller(task, data, config, trainer, write_dir, *, enter, signals):
             "delete the directory or pass another model_dir to start over."
         )
     plan = _plan(config, data, start_step)
+    if stopping is not None and stopping.stopped:
+        plan = dataclasses.replace(plan, total_steps=start_step)
+        print(
+            f"The run stopped early after epoch {int(stopping.stopped_epoch.numpy())}, keeping epoch "
+            f"{int(stopping.best_epoch.numpy())}'s weights: nothing more to train. Delete the directory "
+            "or pass another model_dir to train again."
+        )
     replicas = strategy.num_replicas_in_sync
     print(f"Data: {data.describe()}.")
     print(
@@ -47,7 +56,7 @@ def controller(task, data, config, trainer, write_dir, *, enter, signals):
         f"steps of {plan.steps_per_epoch} per epoch."
     )
     inputs = _inputs(task, data, config, strategy, start_step, start_record)
-    hooks = _hooks(config, trainer, checkpoint, input_state, enter, signals)
+    hooks = _hooks(config, trainer, checkpoint, (input_state, stopping), enter, signals)
     writers = {
         name: artifacts.summary_writer(chief, config.model_dir, name)
         for name in ("train", "validation", "test")
@@ -64,10 +73,12 @@ def controller(task, data, config, trainer, write_dir, *, enter, signals):
     )
 
 
-def _hooks(config, trainer, checkpoint, input_state, enter, signals):
+def _hooks(config, trainer, checkpoint, states, enter, signals):
     """The run's hooks, in the order they are called: the input's position,
-    preemption, Ctrl-C, early stopping and the profiler."""
+    preemption, Ctrl-C, early stopping and the profiler. `states`: the input's and
+    early stopping's (`InputState`, `EarlyStoppingState` or None), checkpointed."""
     strategy = trainer.strategy
+    input_state, stopping = states
     watcher = fault_tolerance.PreemptionWatcher(strategy, checkpoint, config.model_dir, signals.terminate)
     hooks = [
         _input_position_hook(input_state),
@@ -75,7 +86,7 @@ def _hooks(config, trainer, checkpoint, input_state, enter, signals):
         hooks_lib.InterruptHook(signals.interrupt, can_save=strategies.name_of(strategy) != "multi_worker"),
     ]
     if config.early_stopping_patience:
-        hooks.append(hooks_lib.EarlyStoppingHook(trainer.model, config.early_stopping_patience))
+        hooks.append(hooks_lib.EarlyStoppingHook(trainer.model, config.early_stopping_patience, stopping))
     if config.profile and strategies.is_chief(strategy):
         hooks.append(hooks_lib.ProfileHook(os.path.join(config.model_dir, "logs")))
     return hooks

@@ -208,7 +208,10 @@ class Trainer:
             # whatever the number of micro-batches summed on each replica).
             loss = tf.nn.compute_average_loss(per_example_loss, global_batch_size=self.global_batch_size)
             if self.model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses)) / self.accum_steps
+                # In the loss's dtype: a float64 model's penalties are float64, and an
+                # objective's loss or a layer's penalty may come in another.
+                penalty = tf.add_n([tf.cast(term, loss.dtype) for term in self.model.losses])
+                loss += tf.nn.scale_regularization_loss(penalty) / self.accum_steps
             # A LossScaleOptimizer multiplies the loss so that float16 gradients do not
             # underflow; its apply_gradients divides them back (others return it as is).
             loss = self.optimizer.scale_loss(loss)

@@ -137,7 +137,7 @@ def train_model(
     `tf.data.Dataset` of (x, y) pairs (written once as TFRecords in a temporary
     directory, so that it streams and resumes like files), (x, y) NumPy arrays, or
     the bundled loaders' `data.ArrayData`; a test split it lacks is carved out of it
-    (10%, fixed). `strategy` defaults to the current one
+    (10%, fixed), and an empty one is a `RecipeError`. `strategy` defaults to the current one
     (`tf.distribute.get_strategy()`).
 
     In order: the run directory is claimed (one run at a time); seeds and precision
@@ -156,6 +156,7 @@ def train_model(
     """
     strategy = strategy or tf.distribute.get_strategy()
     data = data_lib.as_data(data)
+    _check_splits(data)
     if task.preprocess is None:
         task = dataclasses.replace(task, preprocess=data.default_preprocessing())
     with run_dir.claim(config.model_dir, strategies.is_chief(strategy)):  # Before the model.
@@ -185,6 +186,17 @@ def train_classifier(
     its metrics alone: returns the results."""
     results, _ = train_model(task, data, config=config, strategy=strategy, set_up=set_up)
     return results
+
+
+def _check_splits(data):
+    """A split that is there but empty is a one-line error before anything is built:
+    metrics.json would report its loss and accuracy as 0.0, as if measured."""
+    for name, split in (("test", data.test), ("validation", data.validation)):
+        if split is not None and split.num_examples == 0:
+            raise RecipeError(
+                f"the {name} split of {data.name} has no examples, so nothing could measure the "
+                f"run's {name} loss and accuracy; give it a {name} split with examples (--{name}_data)"
+            )
 
 
 def build(build_model: Callable[..., keras.Model], *args, **kwargs) -> keras.Model:
