@@ -146,7 +146,7 @@ class Settings:
         if not (isinstance(self.hidden_units, int) and self.hidden_units >= 1):
             raise RecipeError(f"--student_hidden_units must be at least 1; received {self.hidden_units}")
         highest = distillation.MAX_TEMPERATURE
-        if not (math.isfinite(self.temperature) and 0 < self.temperature <= highest):
+        if not distillation.temperature_ok(self.temperature):
             raise RecipeError(
                 f"--temperature must be positive (it softens the teacher's term) and at most {highest:g} "
                 f"(beyond, rounding is most of the term); received {self.temperature:g}"

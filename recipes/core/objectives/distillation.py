@@ -36,6 +36,12 @@ from recipes.core.training import step
 MAX_TEMPERATURE = 100.0
 
 
+def temperature_ok(temperature):
+    """Whether `temperature` is a softmax temperature the teacher's term can take:
+    finite, above 0 and at most `MAX_TEMPERATURE` (beyond, rounding is most of the term)."""
+    return math.isfinite(temperature) and 0 < temperature <= MAX_TEMPERATURE
+
+
 class Distillation(step.Objective):
     """The student's hard-label loss from its logits, plus `alpha` times Keras'
     `LogitsDistillation` from a frozen `teacher` (None: the student alone).
@@ -50,7 +56,7 @@ class Distillation(step.Objective):
     """
 
     def __init__(self, teacher=None, temperature=3.0, alpha=0.5):
-        if not (math.isfinite(temperature) and 0 < temperature <= MAX_TEMPERATURE):
+        if not temperature_ok(temperature):
             raise ValueError(
                 f"`temperature` must be in (0, {MAX_TEMPERATURE:g}]. Received: temperature={temperature}"
             )

@@ -143,7 +143,7 @@ def _acquire(lock, model_dir, reclaimed=False):
         raise RecipeError(
             f"cannot write in model_dir={model_dir} ({_reason(e)}); pass a directory you can write to"
         ) from None
-    holder = _read_json(lock)
+    holder = read_json_object(lock)
     if not reclaimed and holder is not None and _is_gone(holder):
         print(f"Reclaimed the lock on {model_dir} left by process {holder['pid']}, which has ended.")
         tf.io.gfile.remove(lock)
@@ -181,12 +181,14 @@ def _is_gone(holder):
 
 
 def _release(lock):
-    holder = _read_json(lock)
+    holder = read_json_object(lock)
     if holder == {"host": socket.gethostname(), "pid": os.getpid()}:
         tf.io.gfile.remove(lock)
 
 
-def _read_json(path):
+def read_json_object(path):
+    """The JSON object in the file `path`, or None if it cannot be read as one (a
+    missing, damaged or foreign file): for what is only a hint, never a result."""
     try:
         with tf.io.gfile.GFile(path) as f:
             value = json.load(f)

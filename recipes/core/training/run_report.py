@@ -5,7 +5,6 @@ steps and speed, the strategy, the input (`runs.input_record`: what later comman
 need to open the data and serve the model), memory, and the recipe's own fields.
 """
 
-import json
 import os
 import time
 
@@ -13,6 +12,7 @@ import tensorflow as tf
 
 import strategies
 from recipes.core.deploy import runs
+from recipes.core.rundir import run_dir
 from strategies import model_parallel
 
 
@@ -81,9 +81,7 @@ def speed(results):
 def _speed_when_trained(model_dir):
     """The examples/s in `model_dir`'s metrics.json, measured by the run that trained
     there: a rerun that trains nothing keeps it. None if there is none."""
-    try:
-        with tf.io.gfile.GFile(os.path.join(model_dir, "metrics.json")) as f:
-            speed = json.load(f).get("examples_per_second")
-    except (OSError, ValueError, AttributeError, tf.errors.OpError):
-        return None
+    speed = (run_dir.read_json_object(os.path.join(model_dir, "metrics.json")) or {}).get(
+        "examples_per_second"
+    )
     return speed if isinstance(speed, (int, float)) and not isinstance(speed, bool) else None
