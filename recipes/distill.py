@@ -87,11 +87,17 @@ def model_input_shape(dataset, preprocess):
     return tuple(preprocess(tf.zeros([1, *dataset.x_spec.shape], dataset.x_spec.dtype)).shape[1:])
 
 
+def output_units(dataset):
+    """The head the student takes, as the teacher has it: one unit per class, or one
+    sigmoid unit for a binary task's float 0/1 labels (`num_classes` None)."""
+    return dataset.num_classes or 1
+
+
 def load_teacher(strategy, path, dataset, input_shape):
     """The teacher's model, under the strategy's scope; one that does not fit the data is an error."""
     with strategy.scope():
         teacher = keras.saving.load_model(path)
-    num_classes = dataset.num_classes
+    units = output_units(dataset)
     # A subclassed teacher (models.BigModel) says neither shape until it is called.
     takes = tuple(teacher.input_shape[1:]) if hasattr(teacher, "input_shape") else input_shape
     if takes != input_shape:
@@ -103,11 +109,12 @@ def load_teacher(strategy, path, dataset, input_shape):
         outputs = runs.output_units(teacher, input_shape)
     except ValueError as e:
         raise RecipeError(f"the teacher {path} {e}, the data's; pass a --teacher_dir trained on it") from None
-    if outputs != num_classes:
+    if outputs != units:
+        task = "a binary task (one sigmoid unit)" if units == 1 else f"{units} classes"
         raise RecipeError(
-            f"the teacher {path} has {outputs} outputs for the data's "
-            f"{num_classes} classes; distillation needs a softmax teacher over the same "
-            "classes"
+            f"the teacher {path} has {outputs} outputs for the data's {task}; distillation "
+            "needs a teacher with the student's head: a softmax over the same classes, or "
+            "one sigmoid unit"
         )
     try:
         models.output_head(teacher)
@@ -172,7 +179,7 @@ class Settings:
                 f"half their side or more, off the canvas; pass at most {(side - 1) // 2}, or 0"
             )
         if self.student == "mlp":
-            inputs, classes = math.prod(input_shape), dataset.num_classes
+            inputs, classes = math.prod(input_shape), output_units(dataset)
             parameters = (inputs + 1) * self.hidden_units + (self.hidden_units + 1) * classes
             if parameters > MAX_STUDENT_PARAMETERS:
                 raise RecipeError(
@@ -216,7 +223,7 @@ def run(config, strategy, teacher_run, dataset, settings=Settings()):
     teacher = load_teacher(strategy, teacher_run.path("model.keras"), dataset, input_shape)
     source = distillation.teacher_source(teacher, teacher_run.metrics.get("steps"))
     distillation.check_same_teacher(config.model_dir, source, teacher_run.model_dir)
-    num_classes = dataset.num_classes  # The teacher's outputs: load_teacher checked them.
+    num_classes = output_units(dataset)  # The teacher's outputs: load_teacher checked them.
 
     def student():
         return build_student(
@@ -272,10 +279,13 @@ def _summary(teacher_run, teacher, parameters, settings, source):
 
 def _print_comparison(summary, distilled, baseline):
     teacher, parameters = summary["teacher_parameters"], summary["student_parameters"]
+    ratio = (
+        f"{teacher / parameters:.1f}x fewer" if teacher >= parameters else f"{parameters / teacher:.1f}x more"
+    )
     print(
         f"Teacher ({summary['teacher_recipe']}, {teacher:,} parameters): "
         f"{summary['teacher_test_accuracy']:.2%}; student ({parameters:,} parameters, "
-        f"{teacher / parameters:.1f}x fewer): {distilled['test_accuracy']:.2%} "
+        f"{ratio}): {distilled['test_accuracy']:.2%} "
         "distilled" + (f", {summary['baseline_test_accuracy']:.2%} alone." if baseline else ".")
     )
 

@@ -1,7 +1,8 @@
 """`python -m recipes.compress` on a run of every classifier recipe the README lists,
 in every precision mode, and on an early-stopped run (issue 26): each gets its table,
 scored on the run's own test split, and `python -m recipes.predict` serves its
-saved_model/ and its int8 LiteRT file. And a derived result follows its source: a run
+saved_model/ and its int8 LiteRT file, and `python -m recipes.distill` takes it as a
+teacher (a binary one too: one sigmoid unit). And a derived result follows its source: a run
 trained further is pruned again from its new weights, not resumed from the old ones.
 
 Each case trains a tiny run (a few steps) and compresses it (a short pruning) through
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from recipes import compress as compress_recipe
+from recipes import distill as distill_recipe
 from recipes import predict as predict_recipe
 from recipes.core.deploy import compression, runs, serving
 from tests.helpers import run_in_process
@@ -111,6 +113,19 @@ def test_compress_and_predict_work_on_the_run(recipe, args, tmp_path, monkeypatc
     for model in ("saved_model", "compressed/int8.tflite"):
         printed = _predicted(run_path, model, tmp_path / "examples.npy", monkeypatch, capfd)
         assert len(printed) == 3 and all(0 <= p <= 1 for _, p in printed), (model, printed)
+    _check_distills(run_path, metrics, report["source"], tmp_path / "student", monkeypatch, capfd)
+
+
+def _check_distills(teacher_dir, teacher_metrics, source, model_dir, monkeypatch, capfd):
+    """`python -m recipes.distill` with the run as its teacher: the student (2 steps)
+    records the teacher's weights, as compress recorded them, and is scored."""
+    args = [f"--teacher_dir={teacher_dir}", f"--model_dir={model_dir}", "--train_steps=2", "--nobaseline"]
+    code, _, err = run_in_process(distill_recipe, args, monkeypatch, capfd)
+    assert code == 0, err[-3000:]
+    student = json.loads((model_dir / "metrics.json").read_text())
+    assert student["teacher_recipe"] == teacher_metrics["recipe"]
+    assert student["teacher_weights_sha256"] == source["weights_sha256"]
+    assert student["steps"] == 2 and 0 <= student["test_accuracy"] <= 1
 
 
 def _kernels(path):

@@ -89,6 +89,28 @@ def test_the_loss_is_keras_logits_distillation_by_hand(mnist):
     assert abs(float(default) - kl) > 0.1 * kl
 
 
+def test_a_binary_teacher_is_the_kl_of_two_bernoullis_by_hand():
+    # One sigmoid unit each (the breast-cancer BigModel's head): hard term the binary
+    # cross-entropy, teacher's term T^2 KL(Bernoulli(sigmoid(t/T)) || Bernoulli(sigmoid(s/T))).
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 30)).astype(np.float32), rng.integers(0, 2, (16, 1)).astype(np.float32)
+    keras.utils.set_random_seed(2)
+    teacher = models.BigModel(hidden_units=(8, 4), num_classes=1)
+    teacher.build((None, 30))
+    student = models.two_layer_mlp(input_shape=(30,), hidden_units=8, num_classes=1)
+    objective = distillation.Distillation(teacher, temperature=2.0, alpha=0.4)
+    per_example, probabilities = objective.loss(student, tf.constant(x), tf.constant(y), training=True)
+    np.testing.assert_allclose(probabilities, student(x), atol=1e-6)
+
+    t, s = (np.asarray(models.logits(m, x), np.float64)[:, 0] for m in (teacher, student))
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    hard = -(y[:, 0] * np.log(sigmoid(s)) + (1 - y[:, 0]) * np.log(1 - sigmoid(s)))
+    p, q = sigmoid(t / 2.0), sigmoid(s / 2.0)
+    kl = np.mean(p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))) * 2.0**2
+    np.testing.assert_allclose(np.mean(per_example), np.mean(0.6 * hard + 0.4 * kl), rtol=1e-5)
+    assert kl > 1e-4  # The two differ: the teacher's term is not zero by accident.
+
+
 def test_one_mirrored_step_moves_the_student_as_one_device_does(mnist):
     # Keras' Distiller.compute_loss doubles the loss on 2 replicas (its step went 1.83-1.93x as far).
     one = _steps(shared_strategy("default"), mnist, _teacher(shared_strategy("default")), alpha=0.7)

@@ -5,7 +5,9 @@
 
 The student's per-example loss is `(1 - alpha) * CE(y, student) + alpha * D`,
 where D is `keras.distillation.LogitsDistillation`: the KL divergence between
-the teacher's and the student's softmax at temperature T, times T². Both come
+the teacher's and the student's softmax at temperature T, times T². A binary
+model (one sigmoid unit, logit z) is the two-class softmax over (0, z), so the same
+term is the KL between the two Bernoulli distributions at T. Both come
 from logits (`models.logits`: the heads' kernels and biases), never from the log
 of probabilities. The teacher runs inside the same compiled step, in inference
 mode, frozen and outside the gradient.
@@ -19,14 +21,13 @@ weights 1.83-1.93x as far as on one device). Here only Keras' loss term is used,
 and the step's global-batch scaling is applied once, as for every objective.
 """
 
-import hashlib
 import math
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import models
+from recipes.core.deploy import compression
 from recipes.core.errors import RecipeError
 from recipes.core.rundir import run_dir
 from recipes.core.training import step
@@ -50,7 +51,8 @@ class Distillation(step.Objective):
     distilled student's test loss compares with a baseline's.
 
     Args:
-      teacher: a trained Keras classifier ending in a softmax, or None.
+      teacher: a trained Keras classifier ending in a softmax (or, for a binary task,
+        one sigmoid unit, as the student), or None.
       temperature: the softmax temperature T of the teacher's term (> 0).
       alpha: the weight of the teacher's term, in [0, 1].
     """
@@ -85,7 +87,7 @@ class Distillation(step.Objective):
         )
 
     def forward(self, model, x, training):
-        return tf.nn.softmax(self.student_logits(model, x, training))
+        return _probabilities(self.student_logits(model, x, training))
 
     def student_logits(self, model, x, training):
         """The student's logits, float16 and bfloat16 as float32, float64 as float64."""
@@ -93,29 +95,42 @@ class Distillation(step.Objective):
 
     def loss(self, model, x, y, training):
         logits = self.student_logits(model, x, training)
-        hard = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        if _binary(logits):  # Float 0/1 labels [N, 1], as the binary recipes take.
+            hard = keras.losses.binary_crossentropy(tf.cast(y, logits.dtype), logits, from_logits=True)
+        else:
+            hard = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         if not training or self.teacher is None:
-            return hard, tf.nn.softmax(logits)
+            return hard, _probabilities(logits)
         teacher_logits = models.logits(self.teacher, x, training=False)
         teacher_logits = tf.stop_gradient(tf.cast(teacher_logits, logits.dtype))
         term = self.teacher_term if logits.dtype == tf.float32 else self._teacher_term(logits.dtype)
         # Keras' term is the mean over this replica's examples. Given to every example,
         # the step's sum over the replicas' examples / global batch makes it the mean
         # over the global batch, as the hard term is: no second scaling.
-        soft = term.compute_loss(teacher_logits, logits)
-        return (1.0 - self.alpha) * hard + self.alpha * soft, tf.nn.softmax(logits)
+        soft = term.compute_loss(_as_softmax_logits(teacher_logits), _as_softmax_logits(logits))
+        return (1.0 - self.alpha) * hard + self.alpha * soft, _probabilities(logits)
+
+
+def _binary(logits):
+    return logits.shape[-1] == 1
+
+
+def _probabilities(logits):
+    """What the model's head outputs: a sigmoid of one logit, else a softmax."""
+    return tf.sigmoid(logits) if _binary(logits) else tf.nn.softmax(logits)
+
+
+def _as_softmax_logits(logits):
+    """One sigmoid logit z as the two-class softmax logits (0, z): softmax((0, z)) is
+    (1 - sigmoid(z), sigmoid(z)), so Keras' softmax term takes a binary model as is."""
+    return tf.concat([tf.zeros_like(logits), logits], axis=-1) if _binary(logits) else logits
 
 
 def teacher_source(teacher, step_count):
     """What a distilled student comes from, for its metrics.json and its resume check:
-    `{"teacher_step": step_count, "teacher_weights_sha256": ...}`, the SHA-256 of the
-    teacher's weights (their dtypes, shapes and bytes, in order)."""
-    digest = hashlib.sha256()
-    for weights in teacher.get_weights():
-        weights = np.ascontiguousarray(weights)
-        digest.update(f"{weights.dtype}{weights.shape}".encode())
-        digest.update(weights.tobytes())
-    return {"teacher_step": step_count, "teacher_weights_sha256": digest.hexdigest()}
+    `{"teacher_step": step_count, "teacher_weights_sha256": ...}`, the fingerprint of the
+    teacher's weights that compress records of its source too."""
+    return {"teacher_step": step_count, "teacher_weights_sha256": compression.weights_fingerprint(teacher)}
 
 
 def check_same_teacher(model_dir, source, teacher_dir):
