@@ -662,7 +662,9 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_weights(own, tmp_pa
     args = [
         f"--data={own['digits_tf']}",
         "--mixed_precision=float64",
-        "--train_steps=300",
+        # 51 steps an epoch (1,617 digits for training): killed at its first
+        # checkpoint, mid-epoch, and resumed across two epoch boundaries.
+        "--train_steps=120",
         "--checkpoint_steps=35",
         "--steps_per_loop=5",
         "--batch_size=32",
