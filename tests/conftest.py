@@ -44,11 +44,12 @@ def pytest_collection_finish(session):
     gc.freeze()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _freeze_what_outlives_the_module():
-    """What a test module leaves alive (TensorFlow's caches of traced functions, the
-    shared strategies' state) is frozen too, after the module's garbage is collected,
-    so that full passes stay as cheap in the last module as in the first."""
+@pytest.fixture(autouse=True)
+def _freeze_what_outlives_the_test():
+    """What a test leaves alive (TensorFlow's caches of traced functions, the shared
+    strategies' state, module fixtures) is frozen too, after the test's garbage is
+    collected (a pass over its own objects only), so that full passes stay as cheap in
+    the last test as in the first."""
     yield
     gc.collect()
     gc.freeze()
