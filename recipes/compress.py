@@ -66,17 +66,11 @@ FLAGS = flags.FLAGS
 RECIPE_DEFAULTS = dict(learning_rate=1e-4)
 
 
-def model_input_shape(signature):
-    """One example's shape as the model takes it: after the preprocessing."""
-    raw = tf.zeros([1, *signature.input_shape], signature.input_dtype)
-    return tuple(signature.preprocess(raw).shape[1:])
-
-
 def prune(config, strategy, run, dataset, signature, *, sparsity, pruning_steps, frequency):
     """Fine-tunes a float32 copy of the run's model with its kernels pruned, into
     `config.model_dir`; returns that run's metrics."""
     model_path = run.path("model.keras")
-    shape = model_input_shape(signature)
+    shape = signature.model_input_shape()
     units = runs.output_units(keras.saving.load_model(model_path), shape)
     loss_fn = keras.losses.sparse_categorical_crossentropy if units > 1 else keras.losses.binary_crossentropy
     objective = pruning.Pruning(
@@ -105,7 +99,7 @@ def write_keras_quantized(run, signature, out):
     constructor, so Keras cannot rebuild them quantized on loading: its functional
     copy (the same layers, traced by one call of `model.call`) is quantized instead,
     and loads anywhere."""
-    shape = model_input_shape(signature)
+    shape = signature.model_input_shape()
     model = compression.float32_copy(keras.saving.load_model(run.path("model.keras")), shape)
     if not hasattr(model, "output_shape"):  # Functional and Sequential models know theirs.
         inputs = keras.Input(shape)
@@ -129,9 +123,9 @@ def write_litert(sources, signature, calibration, out):
         for name, path in sources.items():
             model = keras.saving.load_model(path)
             try:
-                model = compression.float32_copy(model, model_input_shape(signature), unroll=True)
+                model = compression.float32_copy(model, signature.model_input_shape(), unroll=True)
             except ValueError:  # A recurrent layer over an unknown number of steps stays rolled.
-                model = compression.float32_copy(model, model_input_shape(signature))
+                model = compression.float32_copy(model, signature.model_input_shape())
             serving.export_saved_model(model, os.path.join(folder, name), signature)
         for variant in serving.LITERT_VARIANTS:
             target = os.path.join(out, f"{variant}.tflite")
@@ -166,11 +160,7 @@ def forget_stale_pruning(pruning_dir, record):
     schedule than `record` (or records none), so it is redone rather than resumed;
     then records `record` there (source.json)."""
     path = os.path.join(pruning_dir, "source.json")
-    try:
-        with tf.io.gfile.GFile(path) as f:
-            recorded = json.load(f)
-    except (tf.errors.OpError, OSError, ValueError):  # None, or damaged: not this source.
-        recorded = None
+    recorded = run_dir.read_json_object(path)  # None where missing or damaged: not this source.
     if tf.io.gfile.exists(os.path.join(pruning_dir, "checkpoints")) and recorded != record:
         print(
             f"{pruning_dir} was pruned from another model or schedule than the run's "

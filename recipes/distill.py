@@ -28,7 +28,7 @@ from absl import flags
 
 import models
 from recipes.core.cli import flags as recipe_flags
-from recipes.core.deploy import runs
+from recipes.core.deploy import runs, serving
 from recipes.core.errors import RecipeError
 from recipes.core.input import data
 from recipes.core.objectives import distillation
@@ -80,11 +80,6 @@ def build_student(name, input_shape, num_classes, hidden_units, l2=0.0, dropout_
         student.build((None, *input_shape))  # Subclassed: its variables exist once built.
         return student
     return models.two_layer_mlp(input_shape=input_shape, hidden_units=hidden_units, num_classes=num_classes)
-
-
-def model_input_shape(dataset, preprocess):
-    """One example's shape as the model takes it: the data's, preprocessed."""
-    return tuple(preprocess(tf.zeros([1, *dataset.x_spec.shape], dataset.x_spec.dtype)).shape[1:])
 
 
 def output_units(dataset):
@@ -218,7 +213,8 @@ def run(config, strategy, teacher_run, dataset, settings=Settings()):
     and a student of another teacher is not resumed."""
     check_directories(config.model_dir, teacher_run.model_dir)
     signature = teacher_run.signature()
-    input_shape = model_input_shape(dataset, signature.preprocess)
+    # One example's shape as the model takes it: the data's, preprocessed.
+    input_shape = serving.Signature.for_spec(dataset.x_spec, signature.preprocess).model_input_shape()
     settings = settings.check_fits(config, dataset, input_shape)
     teacher = load_teacher(strategy, teacher_run.path("model.keras"), dataset, input_shape)
     source = distillation.teacher_source(teacher, teacher_run.metrics.get("steps"))

@@ -14,7 +14,7 @@ import tensorflow as tf
 import models
 from recipes import distill as distill_recipe
 from recipes import mnist as mnist_recipe
-from recipes.core.deploy import runs
+from recipes.core.deploy import runs, serving
 from recipes.core.errors import RecipeError
 from recipes.core.input import data
 from recipes.core.objectives import distillation
@@ -190,7 +190,8 @@ def test_bad_input_is_one_line(teacher_run, args, expected, tmp_path, monkeypatc
 
 def test_a_teacher_that_does_not_fit_the_data_is_one_line(mnist, tmp_path):
     dataset = data.from_array_data(mnist)
-    input_shape = distill_recipe.model_input_shape(dataset, dataset.default_preprocessing())
+    signature = serving.Signature.for_spec(dataset.x_spec, dataset.default_preprocessing())
+    input_shape = signature.model_input_shape()
     assert input_shape == (28, 28)
     for teacher, expected in [
         (models.mnist_dense(num_classes=3), "has 3 outputs for the data's 10 classes"),

@@ -76,6 +76,11 @@ class Signature:
     def spec(self):
         return tf.TensorSpec((None, *self.input_shape), self.input_dtype, name=INPUT_NAME)
 
+    def model_input_shape(self):
+        """One example's shape as the model takes it: after the preprocessing."""
+        raw = tf.zeros([1, *self.input_shape], self.input_dtype)
+        return tuple(self.preprocess(raw).shape[1:])
+
     def serve(self, model, raw):
         """The exported outputs of `model` for a raw batch."""
         y = tf.cast(model(self.preprocess(raw), training=False), tf.float32)
